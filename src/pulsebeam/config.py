@@ -1,0 +1,281 @@
+"""One :class:`Config` of frozen per-subsystem sections, read from defaults, a TOML file, the
+environment and CLI flags (later wins).
+
+Every setting has one flag name, from which the other two spellings follow:
+
+====================  =======================  ==============================
+flag                  environment              TOML
+====================  =======================  ==============================
+``--data-dir``        ``PULSEBEAM_DATA_DIR``   ``[store] data_dir = "…"``
+``--turn-relay-ports`` ``PULSEBEAM_TURN_RELAY_PORTS`` ``[turn] relay_ports = "…"``
+====================  =======================  ==============================
+
+A value that cannot be used raises :class:`~pulsebeam.errors.ConfigError` naming the setting and
+where it came from, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pulsebeam.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "HostPort",
+    "HttpConfig",
+    "PortRange",
+    "SignalingConfig",
+    "StoreConfig",
+    "TurnConfig",
+    "load_config",
+    "setting_flags",
+]
+
+ENV_PREFIX = "PULSEBEAM_"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValueError(f"{text!r} is not HOST:PORT (port 0-65535; 0 picks a free port)")
+        host = host.strip("[]")
+        return cls(host, int(port_text))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    low: int
+    high: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        low, sep, high = text.partition("-")
+        if not (sep and low.isdigit() and high.isdigit()):
+            raise ValueError(f"{text!r} is not LOW-HIGH, e.g. 49152-65535")
+        lo, hi = int(low), int(high)
+        if not 1024 <= lo <= hi <= 65535:
+            raise ValueError(f"{text!r}: need 1024 <= LOW <= HIGH <= 65535")
+        return cls(lo, hi)
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+def setting(default: Any, flag: str, help: str, parse: Callable[[str], Any] | None = None) -> Any:
+    """A config field with its flag name (``--flag``, ``PULSEBEAM_FLAG``) and help text."""
+    meta = {"flag": flag, "help": help, "parse": parse}
+    if isinstance(default, list | dict | set):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: HostPort = setting(
+        HostPort("127.0.0.1", 8080),
+        "http",
+        "HTTP(S) address for signaling, API and console",
+        HostPort.parse,
+    )
+    tls_cert: Path | None = setting(None, "tls-cert", "PEM certificate chain (enables HTTPS)")
+    tls_key: Path | None = setting(None, "tls-key", "PEM private key for --tls-cert")
+    public_host: str | None = setting(
+        None, "public-host", "host name clients use to reach this server (ICE URLs, links)"
+    )
+    insecure_http: bool = setting(
+        False, "insecure-http", "allow plain HTTP on a non-loopback address (not for production)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    data_dir: Path = setting(Path(".pulsebeam"), "data-dir", "directory for the SQLite database")
+    database_url: str | None = setting(
+        None, "database-url", "SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    token_leeway_secs: float = setting(5.0, "token-leeway", "clock skew allowed on token expiry")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingConfig:
+    redis_url: str | None = setting(
+        None, "redis-url", "Redis URL for multi-node routing (default: in-process router)"
+    )
+    ping_interval_secs: float = setting(45.0, "ping-interval", "keepalive Ping period on streams")
+    max_message_bytes: int = setting(10_240, "max-message-bytes", "largest signaling message")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    enabled: bool = setting(True, "turn-enabled", "run the built-in STUN/TURN server")
+    listen: HostPort = setting(
+        HostPort("127.0.0.1", 3478), "turn", "STUN/TURN address (UDP and TCP)", HostPort.parse
+    )
+    tls_listen: HostPort | None = setting(
+        None, "turns", "TURN over TLS address (uses --tls-cert/--tls-key)", HostPort.parse
+    )
+    relay_ports: PortRange = setting(
+        PortRange(49152, 65535), "turn-relay-ports", "UDP port range for relays", PortRange.parse
+    )
+    allow_loopback: bool = setting(
+        False, "turn-allow-loopback", "let TURN relay to loopback peers (tests and demos only)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    http: HttpConfig = field(default_factory=HttpConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    signaling: SignalingConfig = field(default_factory=SignalingConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+
+
+S = TypeVar("S")
+
+
+def _sections() -> dict[str, type[Any]]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def setting_flags() -> dict[str, tuple[str, str, dataclasses.Field[Any]]]:
+    """flag name -> (section, field name, field), for the CLI and the docs."""
+    flags = {}
+    for section, cls in _sections().items():
+        for f in dataclasses.fields(cls):
+            flags[f.metadata["flag"]] = (section, f.name, f)
+    return flags
+
+
+def _convert(value: Any, f: dataclasses.Field[Any], hint: Any, source: str) -> Any:
+    """Turn a TOML value or a string into the field's type, or raise a ConfigError."""
+    flag = f.metadata["flag"]
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    try:
+        if value is None or (optional and value == ""):
+            if not optional:
+                raise ValueError("a value is required")
+            return None
+        parse = f.metadata["parse"]
+        if parse is not None:
+            return parse(str(value))
+        if base is bool:
+            return _parse_bool(value)
+        if base is int and not isinstance(value, bool):
+            return int(value)
+        if base is float and not isinstance(value, bool):
+            return float(value)
+        if base is Path:
+            return Path(str(value)).expanduser()
+        if base is str:
+            if not isinstance(value, str):
+                raise ValueError("expected a string")
+            return value
+        if typing.get_origin(base) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        raise ValueError(f"unsupported type {base}")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting --{flag} from {source}: {exc}") from None
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
+def load_config(
+    toml_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults < TOML file < ``PULSEBEAM_*`` environment < flags (by flag name, None = unset)."""
+    env = os.environ if env is None else env
+    file_data: dict[str, Any] = {}
+    if toml_path is not None:
+        try:
+            file_data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {toml_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {toml_path} is not valid TOML: {exc}") from None
+    sections = _sections()
+    unknown = set(file_data) - set(sections)
+    if unknown:
+        raise ConfigError(
+            f"config file {toml_path}: unknown section(s) {sorted(unknown)};"
+            f" known: {sorted(sections)}"
+        )
+    known_flags = setting_flags()
+    unknown_flags = set(flags or {}) - set(known_flags)
+    if unknown_flags:
+        raise ConfigError(f"unknown setting(s): {sorted(unknown_flags)}")
+    built: dict[str, Any] = {}
+    for section, cls in sections.items():
+        table = file_data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {toml_path}: [{section}] must be a table")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = set(table) - names
+        if extra:
+            raise ConfigError(
+                f"config file {toml_path}: unknown key(s) {sorted(extra)} in [{section}];"
+                f" known: {sorted(names)}"
+            )
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            flag = f.metadata["flag"]
+            env_name = ENV_PREFIX + flag.upper().replace("-", "_")
+            if flags and flags.get(flag) is not None:
+                raw, source = flags[flag], f"--{flag}"
+            elif env_name in env:
+                raw, source = env[env_name], f"${env_name}"
+            elif f.name in table:
+                raw, source = table[f.name], f"{toml_path} [{section}] {f.name}"
+            else:
+                continue
+            values[f.name] = _convert(raw, f, hints[f.name], source)
+        built[section] = cls(**values)
+    return Config(**built)
