@@ -40,6 +40,7 @@ lint: install
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Isrc/pulsebeam/proto --python_out=src/pulsebeam/proto \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
 	  --mypy_out=src/pulsebeam/proto src/pulsebeam/proto/pulsebeam/v1/signaling.proto
 
 bench: install

@@ -114,6 +114,9 @@ class HttpConfig:
     insecure_http: bool = setting(
         False, "insecure-http", "allow plain HTTP on a non-loopback address (not for production)"
     )
+    shutdown_timeout_secs: float = setting(
+        5.0, "shutdown-timeout", "seconds to wait for open requests on shutdown"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,12 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     token_leeway_secs: float = setting(5.0, "token-leeway", "clock skew allowed on token expiry")
+    key_miss_cache_secs: float = setting(
+        5.0, "key-miss-cache", "seconds an unknown key id is remembered as unknown"
+    )
+    key_resync_secs: float = setting(
+        30.0, "key-resync", "period of the full reload of keys and bans (backs up events)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,30 @@ class SignalingConfig:
     )
     ping_interval_secs: float = setting(45.0, "ping-interval", "keepalive Ping period on streams")
     max_message_bytes: int = setting(10_240, "max-message-bytes", "largest signaling message")
+    stream_max_age_secs: float = setting(
+        840.0, "stream-max-age", "end Recv streams (OK) after this; the SDK's deadline is 15 min"
+    )
+    stream_queue: int = setting(
+        256, "stream-queue", "messages buffered per stream; a stream that falls further behind ends"
+    )
+    send_rate: float = setting(50.0, "send-rate", "messages per second per connection (sustained)")
+    send_burst: int = setting(200, "send-burst", "messages a connection may send in a burst")
+    max_streams_per_project: int = setting(
+        10_000, "max-project-streams", "open Recv streams per project on one node"
+    )
+    cors_origins: tuple[str, ...] = setting(
+        ("*",), "cors-origins", "origins allowed to call signaling from a browser (comma list)"
+    )
+    ice_servers: tuple[str, ...] = setting(
+        (), "ice-servers", "extra ICE server URLs that Prepare returns (comma list, no credentials)"
+    )
+    node_id: str | None = setting(None, "node-id", "this node's name in Redis (default: random)")
+    presence_ttl_secs: float = setting(
+        6.0, "presence-ttl", "seconds a node's presence in Redis outlives its last heartbeat"
+    )
+    records_flush_secs: float = setting(
+        5.0, "records-flush", "period of batched usage and connection-log writes"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +207,11 @@ def _sections() -> dict[str, type[Any]]:
 
 def setting_flags() -> dict[str, tuple[str, str, dataclasses.Field[Any]]]:
     """flag name -> (section, field name, field), for the CLI and the docs."""
-    flags = {}
+    flags: dict[str, tuple[str, str, dataclasses.Field[Any]]] = {}
     for section, cls in _sections().items():
         for f in dataclasses.fields(cls):
+            if f.metadata["flag"] in flags:
+                raise TypeError(f"setting flag --{f.metadata['flag']} is declared twice")
             flags[f.metadata["flag"]] = (section, f.name, f)
     return flags
 

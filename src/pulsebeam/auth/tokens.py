@@ -75,8 +75,8 @@ class UnverifiedToken:
     signature: bytes
 
 
-def decode_unverified(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> UnverifiedToken:
-    """Split and decode a compact JWS without checking its signature (for inspection only)."""
+def split_compact(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> tuple[str, str, str]:
+    """The three base64url parts of a compact JWS, checked for shape and size only."""
     if not isinstance(token, str):
         raise MalformedTokenError("token must be a string")
     if len(token) > max_bytes:
@@ -87,9 +87,19 @@ def decode_unverified(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> Unveri
             "token is not a compact JWS: expected three non-empty base64url parts separated by '.'"
         )
     header_b64, payload_b64, signature_b64 = match.groups()
+    return header_b64, payload_b64, signature_b64
+
+
+def decode_json_part(text: str, part: str) -> dict[str, Any]:
+    return _json_object(b64url_decode(text, part), part)
+
+
+def decode_unverified(token: str, *, max_bytes: int = MAX_TOKEN_BYTES) -> UnverifiedToken:
+    """Split and decode a compact JWS without checking its signature (for inspection only)."""
+    header_b64, payload_b64, signature_b64 = split_compact(token, max_bytes=max_bytes)
     return UnverifiedToken(
-        header=_json_object(b64url_decode(header_b64, "header"), "header"),
-        payload=_json_object(b64url_decode(payload_b64, "payload"), "payload"),
+        header=decode_json_part(header_b64, "header"),
+        payload=decode_json_part(payload_b64, "payload"),
         signing_input=f"{header_b64}.{payload_b64}".encode("ascii"),
         signature=b64url_decode(signature_b64, "signature"),
     )

@@ -21,7 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pulsebeam.auth.keys import is_key_id
 from pulsebeam.auth.policy import PeerPolicy, validate_id, validate_pattern
-from pulsebeam.auth.tokens import MAX_TOKEN_BYTES, decode_unverified
+from pulsebeam.auth.tokens import (
+    MAX_TOKEN_BYTES,
+    b64url_decode,
+    decode_json_part,
+    split_compact,
+)
 from pulsebeam.errors import (
     ExpiredTokenError,
     InvalidClaimsError,
@@ -75,6 +80,8 @@ class TokenVerifier:
         self._cache_size = cache_size
         self._clock = clock
         self._cache: dict[str, _CacheEntry] = {}
+        # Every token of one key has the same header part: decode it once.
+        self._headers: dict[str, dict[str, Any]] = {}
 
     def verify(self, token: str) -> VerifiedToken:
         now = self._clock()
@@ -89,8 +96,8 @@ class TokenVerifier:
         return claims
 
     def _verify_fresh(self, token: str, now: float) -> tuple[VerifiedToken, Ed25519PublicKey]:
-        parts = decode_unverified(token, max_bytes=self._max_bytes)
-        header = parts.header
+        header_b64, payload_b64, signature_b64 = split_compact(token, max_bytes=self._max_bytes)
+        header = self._header(header_b64)
         alg = header.get("alg")
         if alg != "EdDSA":
             raise UnsupportedAlgorithmError(
@@ -108,17 +115,27 @@ class TokenVerifier:
         key = self._lookup(kid)
         if key is None:
             raise UnknownKeyError(f"token key {kid} is unknown or has been deleted")
-        if len(parts.signature) != 64:
+        signature = b64url_decode(signature_b64, "signature")
+        if len(signature) != 64:
             raise InvalidSignatureError("token signature must be 64 bytes for Ed25519")
         try:
-            key.verify(parts.signature, parts.signing_input)
+            key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"))
         except InvalidSignature:
             raise InvalidSignatureError(f"token signature does not verify with key {kid}") from None
-        claims = _claims(kid, parts.payload)
+        claims = _claims(kid, decode_json_part(payload_b64, "payload"))
         if now > claims.expires_at + self._leeway:
             ago = int(now - claims.expires_at)
             raise ExpiredTokenError(f"token expired {ago} s ago: mint a new one")
         return claims, key
+
+    def _header(self, header_b64: str) -> dict[str, Any]:
+        header = self._headers.get(header_b64)
+        if header is None:
+            header = decode_json_part(header_b64, "header")
+            if len(self._headers) >= 1024:  # bounded: headers are per key, keys are few
+                self._headers.clear()
+            self._headers[header_b64] = header
+        return header
 
     def _remember(self, token: str, entry: _CacheEntry, now: float) -> None:
         cache = self._cache
