@@ -7,10 +7,10 @@ from datetime import date, timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pulsebeam.console.audit import ACTION_KINDS, filtered_audit
 from pulsebeam.console.charts import Chart, bar_chart
 from pulsebeam.console.common import console_of, project_page, render
 from pulsebeam.control.base import utcnow
+from pulsebeam.control.projects import AUDIT_KINDS
 from pulsebeam.control.views import UsageDay
 from pulsebeam.errors import InvalidArgumentError, PulseBeamError
 
@@ -122,7 +122,7 @@ async def audit(request: Request) -> Response:
         "title": f"Audit log of {project.name}",
         "project": project,
         "tab": "audit",
-        "kinds": ACTION_KINDS,
+        "kinds": AUDIT_KINDS,
         "kind": kind,
         "actor": who,
         "entries": [],
@@ -131,8 +131,7 @@ async def audit(request: Request) -> Response:
     }
     try:
         before = _page_cursor(params)
-        entries = await filtered_audit(
-            console_of(request).store,
+        entries = await console_of(request).store.list_audit(
             project.id,
             kind=kind,
             actor=who,
