@@ -90,6 +90,16 @@ class PortRange:
         return f"{self.low}-{self.high}"
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise ValueError(f"{value} is below the minimum {low}")
+        return value
+
+    return parse
+
+
 def setting(default: Any, flag: str, help: str, parse: Callable[[str], Any] | None = None) -> Any:
     """A config field with its flag name (``--flag``, ``PULSEBEAM_FLAG``) and help text."""
     meta = {"flag": flag, "help": help, "parse": parse}
@@ -185,6 +195,46 @@ class TurnConfig:
     )
     allow_loopback: bool = setting(
         False, "turn-allow-loopback", "let TURN relay to loopback peers (tests and demos only)"
+    )
+    relay_ip: str | None = setting(
+        None, "turn-relay-ip", "IPv4 address relay sockets bind to (default: the --turn host)"
+    )
+    realm: str = setting("pulsebeam", "turn-realm", "STUN/TURN realm of long-term credentials")
+    secret: str | None = setting(
+        None, "turn-secret", "HMAC secret of TURN credentials (coturn static-auth-secret)"
+    )
+    external: HostPort | None = setting(
+        None,
+        "turn-external",
+        "HOST:PORT of an external TURN (coturn) sharing --turn-secret",
+        HostPort.parse,
+    )
+    allow_peers: tuple[str, ...] = setting(
+        (), "turn-allow-peers", "CIDRs TURN may relay to even if internal (comma-separated)"
+    )
+    deny_peers: tuple[str, ...] = setting(
+        (), "turn-deny-peers", "CIDRs TURN never relays to (comma-separated)"
+    )
+    user_quota: int = setting(
+        10, "turn-user-quota", "live allocations per TURN credential", _int_at_least(1)
+    )
+    project_quota: int = setting(
+        1000, "turn-project-quota", "live allocations per project", _int_at_least(1)
+    )
+    bandwidth: int = setting(
+        0, "turn-bandwidth", "bytes/s cap per allocation (0 = no cap)", _int_at_least(0)
+    )
+    credential_ttl_secs: int = setting(
+        3600, "turn-credential-ttl", "longest TURN credential lifetime", _int_at_least(60)
+    )
+    max_lifetime_secs: int = setting(
+        3600, "turn-max-lifetime", "longest allocation lifetime granted", _int_at_least(600)
+    )
+    nonce_ttl_secs: int = setting(
+        600, "turn-nonce-ttl", "seconds before a nonce is stale (438)", _int_at_least(1)
+    )
+    auth_failure_rate: float = setting(
+        5.0, "turn-401-rate", "failed-credential 401 answers per second per source IP"
     )
 
 
