@@ -13,7 +13,7 @@ try:  # typer >= 0.29 vendors click and raises its own copies of click's excepti
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from pulsebeam.cli import accounts, bans, key_admin, keys, projects, tokens
+from pulsebeam.cli import accounts, bans, key_admin, keys, projects, serve, tokens
 from pulsebeam.errors import ConfigError, InvalidArgumentError, PulseBeamError, TokenError
 
 __all__ = ["app", "main"]
@@ -32,6 +32,7 @@ keys.app.add_typer(key_admin.app)  # key create|list|delete beside key generate
 app.add_typer(accounts.app, name="account")
 app.add_typer(projects.app, name="project")
 app.add_typer(bans.app, name="ban")
+app.command("serve")(serve.serve)
 
 
 def fail(message: str, code: int) -> None:

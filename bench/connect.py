@@ -1,0 +1,134 @@
+"""Time from ``create_peer`` to an open data channel, beside two aiortc peers wired directly.
+
+Run: .venv/bin/python bench/connect.py [--runs 20]
+
+It starts ``pulsebeam serve`` with its TURN on 127.0.0.1 (``--turn-allow-loopback``) and
+measures, for host candidates (restricted to 127.0.0.1) and relay-only:
+
+- PulseBeam SDK: the caller's ``create_peer`` (``Prepare``), ``start``, ``connect`` to a callee
+  that is already listening, ``create_data_channel``, until the channel is open; signaling goes
+  through the server, the callee's session starts on the caller's ``Join``.
+- lower bound: two ``RTCPeerConnection`` in this process with the same ICE configuration (the
+  same TURN credentials), offer and answer handed over as Python objects, no signaling at all.
+
+Both run in this one process on the same event loop; rows are interleaved run by run, and each
+row is the median of ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pulsebeam.peer import Peer, create_peer, restrict_host_addresses
+from tests.fixtures.server import (
+    ProjectKeys,
+    create_project,
+    start_server,
+)
+
+TIMEOUT = 30.0
+
+
+async def sdk_once(keys: ProjectKeys, grpc: str, callee: Peer, relay: bool, n: int) -> float:
+    """Seconds from the caller's create_peer to its open data channel."""
+    started = time.perf_counter()
+    caller = await create_peer(keys.token("bench", f"caller{n}"), grpc, force_relay=relay)
+    try:
+        caller.start()
+        session = await caller.connect("bench", callee.peer_id)
+        channel = session.create_data_channel("bench")
+        await channel.wait_open()
+        return time.perf_counter() - started
+    finally:
+        await caller.close()
+
+
+async def direct_once(configuration: RTCConfiguration) -> float:
+    """Seconds from creating the first RTCPeerConnection to its open data channel."""
+    started = time.perf_counter()
+    a = RTCPeerConnection(configuration)
+    b = RTCPeerConnection(configuration)
+    try:
+        opened = asyncio.Event()
+        channel = a.createDataChannel("bench")
+        channel.on("open", opened.set)
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        await b.setLocalDescription(await b.createAnswer())
+        await a.setRemoteDescription(b.localDescription)
+        await opened.wait()
+        return time.perf_counter() - started
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def measure(
+    keys: ProjectKeys, grpc: str, runs: int, modes: list[bool]
+) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    for relay in modes:
+        mode = "relay-only" if relay else "host (127.0.0.1)"
+        callee = await create_peer(keys.token("bench", "callee"), grpc, force_relay=relay)
+        await callee.wait_ready()
+        accept = asyncio.create_task(_accept_forever(callee))
+        sdk_label = f"PulseBeam SDK, {mode}"
+        direct_label = f"lower bound: aiortc direct, {mode}"
+        for n in range(runs):
+            async with asyncio.timeout(TIMEOUT):
+                sdk = await sdk_once(keys, grpc, callee, relay, n)
+                direct = await direct_once(callee.configuration)
+            results.setdefault(sdk_label, []).append(sdk)
+            results.setdefault(direct_label, []).append(direct)
+        accept.cancel()
+        await callee.close()
+    return results
+
+
+async def _accept_forever(callee: Peer) -> None:
+    # The callee's sessions run on their own; each closes when its caller says Bye.
+    async for _session in callee.sessions():
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--mode", choices=["host", "relay", "both"], default="both")
+    args = parser.parse_args()
+    restrict_host_addresses(["127.0.0.1"])
+    with (
+        tempfile.TemporaryDirectory(prefix="pulsebeam-bench-") as tmp,
+        start_server(
+            Path(tmp), "--turn-enabled", "--turn", "127.0.0.1:0", "--turn-allow-loopback"
+        ) as server,
+    ):
+        keys = create_project(server)
+        modes = {"host": [False], "relay": [True], "both": [False, True]}[args.mode]
+        results = asyncio.run(measure(keys, server.grpc, args.runs, modes))
+    lines = [
+        f"runs per row: {args.runs} (median, p90 in ms)",
+        "| what | median ms | p90 ms | vs lower bound |",
+        "|---|---:|---:|---:|",
+    ]
+    bounds = {k.split(", ")[-1]: statistics.median(v) for k, v in results.items() if "lower" in k}
+    for label, samples in results.items():
+        median = statistics.median(samples)
+        p90 = statistics.quantiles(samples, n=10)[-1]
+        ratio = median / bounds[label.split(", ")[-1]]
+        lines.append(f"| {label} | {median * 1000:.1f} | {p90 * 1000:.1f} | {ratio:.0%} |")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Workarounds for what aiortc (1.x) lacks, kept in one place so they are easy to drop later.
+
+- No ``rollback``: :func:`rollback_local_offer` undoes ``setLocalDescription(offer)`` the way a
+  browser's rollback does, by restoring the private state aiortc changed (signaling state,
+  pending description, mids it assigned to new transceivers). Used only by the polite side,
+  and only after a first offer/answer exchange (see :mod:`pulsebeam.peer.session`).
+- No choice of host addresses: aioice drops 127.0.0.1 from host candidates and offers every
+  other interface. :func:`restrict_host_addresses` replaces its address lookup process-wide,
+  which tests and benchmarks on one machine use to keep all traffic on loopback.
+- No API for the selected candidate pair: :func:`selected_path` reads it from aioice.
+- Answering an offer that leaves out a transceiver added locally (a polite peer's track added
+  before the first exchange) fails in ``setLocalDescription`` (the transceiver has no offered
+  direction); :func:`mark_unoffered_inactive` gives it "inactive" for that answer, and the
+  session's next offer carries it.
+- Transports that a renegotiation adds while the first DTLS handshake is still running are
+  never started (two overlapping internal ``__connect`` runs, the second skips a transport
+  that is still "connecting"); :func:`resume_transports` runs that step again once connected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import aioice.ice
+from aiortc import RTCPeerConnection
+
+__all__ = [
+    "mark_unoffered_inactive",
+    "restrict_host_addresses",
+    "resume_transports",
+    "rollback_local_offer",
+    "selected_path",
+]
+
+# aiortc's name-mangled private attributes (stable across aiortc 1.x).
+_PC = "_RTCPeerConnection__"
+_TRANSCEIVER_MID = "_RTCRtpTransceiver__mid"
+
+
+def rollback_local_offer(pc: RTCPeerConnection) -> None:
+    """Return ``pc`` from have-local-offer to stable, as ``setLocalDescription(rollback)``."""
+    if pc.signalingState != "have-local-offer":
+        raise ValueError(f"cannot roll back in signaling state {pc.signalingState!r}")
+    negotiated = _negotiated_mids(pc)
+    for transceiver in pc.getTransceivers():
+        # A transceiver first offered in the rolled-back offer gets its mid back to None, so
+        # the remote offer can take it or a later offer of ours can carry it again.
+        if transceiver.mid is not None and transceiver.mid not in negotiated:
+            setattr(transceiver, _TRANSCEIVER_MID, None)
+    setattr(pc, _PC + "pendingLocalDescription", None)
+    getattr(pc, _PC + "setSignalingState")("stable")
+
+
+def mark_unoffered_inactive(pc: RTCPeerConnection) -> None:
+    """Before answering: local transceivers the remote offer did not include count as inactive."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.mid is None and transceiver._offerDirection is None:
+            transceiver._offerDirection = "inactive"
+
+
+async def resume_transports(pc: RTCPeerConnection) -> None:
+    """Start every negotiated sender, receiver and SCTP association not started yet."""
+    await getattr(pc, _PC + "connect")()
+
+
+def _negotiated_mids(pc: RTCPeerConnection) -> set[str]:
+    mids: set[str] = set()
+    for name in ("currentLocalDescription", "currentRemoteDescription"):
+        description = getattr(pc, _PC + name)
+        if description is not None:
+            mids.update(media.rtp.muxId for media in description.media)
+    return mids
+
+
+def restrict_host_addresses(addresses: Sequence[str]) -> None:
+    """Make every later ICE gathering in this process offer exactly ``addresses`` as host."""
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def selected_path(pc: RTCPeerConnection) -> Literal["relay", "direct"] | None:
+    """``relay`` if the nominated pair uses a TURN relay, ``direct`` if not, None if none yet."""
+    sctp = pc.sctp
+    if sctp is None:
+        return None
+    connection = sctp.transport.transport._connection
+    pair = connection._nominated.get(1)
+    if pair is None:
+        return None
+    relayed = "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+    return "relay" if relayed else "direct"

@@ -1,0 +1,32 @@
+"""Signaling: ``pulsebeam.v1.Signaling`` over gRPC-Web, with every token checked and every
+policy enforced.
+
+- :mod:`.grpcweb_frames` — the gRPC-Web frame codec (pure; clients may reuse it);
+- :mod:`.grpcweb` — the ASGI layer: framing, content type, CORS, streaming;
+- :mod:`.service` — the rules of Prepare, Send, Recv and AnalyticsReport;
+- :mod:`.streams` — open streams with bounded queues, and the node's hub of them;
+- :mod:`.router`, :mod:`.redis_router` — where messages go: in-process, or across nodes;
+- :mod:`.directory` — keys and bans in memory; :mod:`.records` — batched usage and logs.
+
+The composition root (:mod:`pulsebeam.server`) builds all of it from one
+:class:`~pulsebeam.config.Config`.
+"""
+
+from pulsebeam.signaling.grpcweb import GrpcWebMiddleware
+from pulsebeam.signaling.router import LocalRouter, Presence, Router
+from pulsebeam.signaling.service import Caller, SignalingService
+from pulsebeam.signaling.store import SignalingStore
+from pulsebeam.signaling.streams import Address, Hub, Stream
+
+__all__ = [
+    "Address",
+    "Caller",
+    "GrpcWebMiddleware",
+    "Hub",
+    "LocalRouter",
+    "Presence",
+    "Router",
+    "SignalingService",
+    "SignalingStore",
+    "Stream",
+]

@@ -1,0 +1,472 @@
+"""The rules of ``pulsebeam.v1.Signaling``: who may call, whom they may reach, what gets through.
+
+Transport-free: the gRPC-Web layer (:mod:`.grpcweb`) decodes requests and encodes answers; this
+module takes parsed messages and raises :mod:`pulsebeam.errors` exceptions, each with its gRPC
+status (shared/PROTOCOL.md §3 lists the codes the official SDK treats as fatal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+
+from pulsebeam import proto
+from pulsebeam.auth import TokenVerifier, VerifiedToken, decode_unverified, validate_id
+from pulsebeam.auth.keys import is_key_id
+from pulsebeam.config import SignalingConfig
+from pulsebeam.control.events import BanAdded, BanRemoved, ControlEvent, KeyDeleted
+from pulsebeam.control.records import AnalyticsEntry, BanInfo, ConnectionLogEntry
+from pulsebeam.errors import (
+    GrpcStatus,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    TokenError,
+    UnavailableError,
+    UnknownKeyError,
+)
+from pulsebeam.signaling.directory import BanList, KeyDirectory
+from pulsebeam.signaling.limits import RateLimiter
+from pulsebeam.signaling.metrics import SignalingMetrics
+from pulsebeam.signaling.records import Recorder
+from pulsebeam.signaling.router import Presence, Router
+from pulsebeam.signaling.streams import Address, Hub, Stream
+from pulsebeam.turn.credentials import IceServer
+
+__all__ = ["Caller", "IceServerSource", "SignalingService"]
+
+logger = logging.getLogger(__name__)
+
+IceServerSource = Callable[[str, str, int], Sequence[IceServer]]
+"""(key id, project id, token expiry) -> the ICE servers ``Prepare`` hands out."""
+
+MAX_RESERVED_CONN_ID = 16
+_PING = proto.RecvResp(msg=proto.Message(payload=proto.MessagePayload(ping=proto.Ping())))
+PING_BYTES = _PING.SerializeToString()
+_MAX_SEEN_PAIRS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller: its verified token and the project owning the token's key."""
+
+    token: VerifiedToken
+    project_id: str
+
+    def log_fields(self) -> dict[str, str]:
+        return {
+            "project": self.project_id,
+            "group": self.token.group_id,
+            "peer": self.token.peer_id,
+        }
+
+
+def _peer_info(address: Address) -> proto.PeerInfo:
+    return proto.PeerInfo(
+        group_id=address.group_id, peer_id=address.peer_id, conn_id=address.conn_id
+    )
+
+
+class SignalingService:
+    def __init__(
+        self,
+        *,
+        config: SignalingConfig,
+        verifier: TokenVerifier,
+        keys: KeyDirectory,
+        bans: BanList,
+        router: Router,
+        hub: Hub,
+        recorder: Recorder,
+        metrics: SignalingMetrics,
+        ice_servers: IceServerSource,
+        token_leeway_secs: float = 5.0,
+        on_key_deleted: Callable[[str], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._verifier = verifier
+        self._keys = keys
+        self._bans = bans
+        self._router = router
+        self._hub = hub
+        self._recorder = recorder
+        self._metrics = metrics
+        self._ice_servers = ice_servers
+        self._leeway = token_leeway_secs
+        self._on_key_deleted = on_key_deleted
+        self._limiter = RateLimiter(config.send_rate, config.send_burst)
+        self._seen_pairs: collections.OrderedDict[tuple[Address, Address], None] = (
+            collections.OrderedDict()
+        )
+        self._stopping = False
+
+    # -- authentication ---------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        """Verify the bearer token of a call; every method, ``Recv`` included, goes through here."""
+        if not authorization:
+            raise TokenError("missing 'authorization: Bearer <token>' header")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise TokenError("the authorization header must be 'Bearer <token>'")
+        try:
+            claims = self._verifier.verify(token)
+        except UnknownKeyError:
+            # Maybe a key created since the directory was loaded: fetch it once, then retry.
+            kid = decode_unverified(token).header.get("kid")
+            if not (isinstance(kid, str) and is_key_id(kid) and await self._keys.ensure(kid)):
+                raise
+            claims = self._verifier.verify(token)
+        project_id = self._keys.project_of(claims.key_id)
+        if project_id is None:  # deleted between verify and here
+            raise UnknownKeyError(f"token key {claims.key_id} is unknown or has been deleted")
+        ban = self._bans.matching(project_id, claims.group_id, claims.peer_id)
+        if ban is not None:
+            raise PermissionDeniedError(
+                f"peer {claims.group_id}/{claims.peer_id} is banned from this project"
+            )
+        self._recorder.key_used(claims.key_id)
+        return Caller(claims, project_id)
+
+    # -- Prepare ------------------------------------------------------------------------------
+
+    async def prepare(self, caller: Caller, request: proto.PrepareReq) -> proto.PrepareResp:
+        servers = self._ice_servers(caller.token.key_id, caller.project_id, caller.token.expires_at)
+        response = proto.PrepareResp()
+        for server in servers:
+            entry = response.ice_servers.add(urls=list(server.urls))
+            if server.username is not None:
+                entry.username = server.username
+            if server.credential is not None:
+                entry.credential = server.credential
+        return response
+
+    # -- Send -----------------------------------------------------------------------------------
+
+    async def send(self, caller: Caller, request: proto.SendReq) -> proto.SendResp:
+        if not request.HasField("msg"):
+            raise InvalidArgumentError("SendReq.msg is required")
+        msg = request.msg
+        size = msg.ByteSize()
+        if size > self._config.max_message_bytes:
+            self._metrics.message("too_large")
+            raise ResourceExhaustedError(
+                f"message is {size} bytes, over the {self._config.max_message_bytes}-byte limit"
+            )
+        if not msg.HasField("header"):
+            raise InvalidArgumentError("msg.header is required")
+        header = msg.header
+        if not header.HasField("src") or not header.HasField("dst"):
+            raise InvalidArgumentError("msg.header.src and msg.header.dst are both required")
+        kind = msg.payload.WhichOneof("payload_type") if msg.HasField("payload") else None
+        if kind is None:
+            raise InvalidArgumentError(
+                "msg.payload must carry one of signal, join, bye, ack or ping"
+            )
+        src = self._own_address(caller, header.src, "msg.header.src")
+        dst = Address(
+            caller.project_id,
+            validate_id(header.dst.group_id, "msg.header.dst.group_id"),
+            validate_id(header.dst.peer_id, "msg.header.dst.peer_id"),
+            header.dst.conn_id,
+        )
+        if 0 < dst.conn_id <= MAX_RESERVED_CONN_ID:
+            raise InvalidArgumentError(
+                f"msg.header.dst.conn_id {dst.conn_id} is reserved: use 0 (newest connection)"
+                f" or a connection id above {MAX_RESERVED_CONN_ID}"
+            )
+        if dst == src:
+            self._metrics.message("self")
+            return proto.SendResp()  # self-addressed: dropped, as the protocol says
+        if not caller.token.policy.allows(dst.group_id, dst.peer_id):
+            self._metrics.message("denied")
+            raise PermissionDeniedError(
+                f"your token's allow policy {caller.token.policy} does not reach"
+                f" {dst.group_id}/{dst.peer_id}"
+            )
+        if not self._limiter.allow(src):
+            self._metrics.message("rate_limited")
+            raise ResourceExhaustedError(
+                f"connection {src.conn_id} sends faster than {self._config.send_rate:g}"
+                " messages/s: slow down and retry"
+            )
+        target = await self._router.resolve(dst)
+        if target is None or target.address == src:
+            self._metrics.message("not_found")
+            raise NotFoundError(
+                f"peer {dst.group_id}/{dst.peer_id}"
+                + (f" connection {dst.conn_id}" if dst.conn_id else "")
+                + " has no open Recv stream"
+            )
+        if not target.policy.allows(src.group_id, src.peer_id):
+            self._metrics.message("denied")
+            raise PermissionDeniedError(
+                f"peer {dst.group_id}/{dst.peer_id}'s allow policy does not accept messages"
+                " from you"
+            )
+        payload = proto.RecvResp(msg=msg).SerializeToString()
+        if not await self._router.deliver(target, payload):
+            self._metrics.message("not_found")
+            raise NotFoundError(f"peer {dst.group_id}/{dst.peer_id} has just gone away")
+        self._metrics.message("delivered")
+        self._recorder.message(caller.project_id)
+        self._log_connection(src, target.address, kind)
+        return proto.SendResp()
+
+    def _own_address(self, caller: Caller, info: proto.PeerInfo, what: str) -> Address:
+        """The caller's own connection address; refuses anyone else's ids or a reserved conn."""
+        group_id = validate_id(info.group_id, f"{what}.group_id")
+        peer_id = validate_id(info.peer_id, f"{what}.peer_id")
+        if (group_id, peer_id) != (caller.token.group_id, caller.token.peer_id):
+            raise PermissionDeniedError(
+                f"{what} is {group_id}/{peer_id} but the token is for"
+                f" {caller.token.group_id}/{caller.token.peer_id}"
+            )
+        if info.conn_id <= MAX_RESERVED_CONN_ID:
+            raise InvalidArgumentError(
+                f"{what}.conn_id {info.conn_id} is reserved: pick a random uint32 above"
+                f" {MAX_RESERVED_CONN_ID}"
+            )
+        return Address(caller.project_id, group_id, peer_id, info.conn_id)
+
+    def _log_connection(self, src: Address, dst: Address, kind: str) -> None:
+        """One connection-log row per session start (join, first signal) and end (bye)."""
+        if kind == "bye":
+            event = "bye"
+            self._seen_pairs.pop((src, dst), None)
+        elif kind in ("join", "signal"):
+            event = "join" if kind == "join" else "connect"
+            pair = (src, dst) if kind == "signal" else (src, dataclasses.replace(dst, conn_id=0))
+            if pair in self._seen_pairs:
+                return
+            self._seen_pairs[pair] = None
+            if len(self._seen_pairs) > _MAX_SEEN_PAIRS:
+                self._seen_pairs.popitem(last=False)
+        else:
+            return
+        self._recorder.connection(
+            ConnectionLogEntry(
+                project_id=src.project_id,
+                at=self._recorder.now(),
+                src_group=src.group_id,
+                src_peer=src.peer_id,
+                src_conn=src.conn_id,
+                dst_group=dst.group_id,
+                dst_peer=dst.peer_id,
+                dst_conn=dst.conn_id,
+                event=event,
+            )
+        )
+
+    # -- Recv -----------------------------------------------------------------------------------
+
+    async def open_stream(self, caller: Caller, request: proto.RecvReq) -> Stream:
+        """Register the caller's stream and announce it (``Join``) to the peers that may see it."""
+        if self._stopping:
+            raise UnavailableError("server is shutting down; reconnect to another node")
+        if not request.HasField("src"):
+            raise InvalidArgumentError("RecvReq.src is required")
+        address = self._own_address(caller, request.src, "src")
+        replacing = self._hub.get(address) is not None
+        if not replacing and self._hub.count(caller.project_id) >= (
+            self._config.max_streams_per_project
+        ):
+            raise ResourceExhaustedError(
+                f"the project has {self._config.max_streams_per_project} open streams on this"
+                " node, its limit"
+            )
+        stream = Stream(
+            address=address,
+            key_id=caller.token.key_id,
+            policy=caller.token.policy,
+            expires_at=caller.token.expires_at + self._leeway,
+            queue_limit=self._config.stream_queue,
+        )
+        await self._router.register(stream)
+        self._metrics.streams.set(len(self._hub))
+        self._recorder.stream_opened(
+            caller.project_id, address.group_id, address.peer_id, self._hub.count(caller.project_id)
+        )
+        logger.info(
+            "stream opened %s",
+            address,
+            extra={**caller.log_fields(), "conn": address.conn_id, "replaced": replacing},
+        )
+        if not replacing:
+            await self._announce(stream)
+        return stream
+
+    async def _announce(self, stream: Stream) -> None:
+        me = stream.address
+        for other in await self._router.group(me.project_id, me.group_id):
+            them = other.address
+            if them.peer_id == me.peer_id:
+                continue
+            if not (
+                stream.policy.allows(them.group_id, them.peer_id)
+                and other.policy.allows(me.group_id, me.peer_id)
+            ):
+                continue
+            join = proto.Message(
+                header=proto.MessageHeader(src=_peer_info(me), dst=_peer_info(them)),
+                payload=proto.MessagePayload(join=proto.Join()),
+            )
+            await self._deliver_quietly(other, proto.RecvResp(msg=join).SerializeToString())
+
+    async def _deliver_quietly(self, target: Presence, payload: bytes) -> None:
+        try:
+            await self._router.deliver(target, payload)
+        except Exception:
+            logger.warning("Join to %s not delivered", target.address, exc_info=True)
+
+    async def pump(
+        self, stream: Stream, *, max_age: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The stream's encoded ``RecvResp`` messages until it ends; ``stream.closed`` then says
+        why (expiry, rotation, revocation, ban, overflow, shutdown). Unregisters at the end."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expiry = now + (stream.expires_at - time.time())
+        age = self._config.stream_max_age_secs
+        rotate = now + (age if max_age is None else min(age, max_age))
+        interval = self._config.ping_interval_secs
+        next_ping = now + interval
+        try:
+            while stream.closed is None:
+                now = loop.time()
+                if now >= expiry:
+                    stream.close(
+                        GrpcStatus.UNAUTHENTICATED, "token expired: mint a new one, reopen Recv"
+                    )
+                elif now >= rotate:
+                    stream.close(GrpcStatus.OK, "stream rotated: reopen Recv")
+                elif now >= next_ping:
+                    next_ping = now + interval
+                    yield PING_BYTES
+                else:
+                    item = await stream.next(min(expiry, rotate, next_ping) - now)
+                    if item is not None:
+                        next_ping = loop.time() + interval
+                        yield item
+        finally:
+            await self._router.unregister(stream)
+            self._metrics.streams.set(len(self._hub))
+            closed = stream.closed
+            code = closed.status.name if closed is not None else "CANCELLED"
+            self._metrics.stream_closes.labels(code).inc()
+            logger.info(
+                "stream closed %s: %s",
+                stream.address,
+                code,
+                extra={
+                    "project": stream.address.project_id,
+                    "group": stream.address.group_id,
+                    "peer": stream.address.peer_id,
+                    "conn": stream.address.conn_id,
+                },
+            )
+
+    # -- AnalyticsReport ------------------------------------------------------------------------
+
+    async def analytics_report(
+        self, caller: Caller, request: proto.AnalyticsReportReq
+    ) -> proto.AnalyticsReportResp:
+        now = self._recorder.now()
+        for report in request.reports:
+            src = report.tags.src
+            if report.tags.HasField("src") and (src.group_id, src.peer_id) != (
+                caller.token.group_id,
+                caller.token.peer_id,
+            ):
+                raise PermissionDeniedError(
+                    "an analytics report's tags.src must be the token's own group and peer"
+                )
+        for report in request.reports:
+            dst = report.tags.dst
+            for metric in report.metrics:
+                values = {"timestamp_us": metric.timestamp_us}
+                for field, value in metric.ListFields():
+                    if isinstance(value, int):
+                        values[field.name] = value
+                self._recorder.analytics(
+                    AnalyticsEntry(
+                        project_id=caller.project_id,
+                        at=now,
+                        src_group=caller.token.group_id,
+                        src_peer=caller.token.peer_id,
+                        dst_group=dst.group_id,
+                        dst_peer=dst.peer_id,
+                        metrics=values,
+                    )
+                )
+        return proto.AnalyticsReportResp()
+
+    # -- control events, shutdown ---------------------------------------------------------------
+
+    async def handle_event(self, event: ControlEvent) -> None:
+        """Act on a control event from any node: revoke a key's streams, apply or lift a ban."""
+        if isinstance(event, KeyDeleted):
+            self.revoke_key(event.kid)
+        elif isinstance(event, BanAdded):
+            self.apply_ban(
+                BanInfo(
+                    event.ban_id,
+                    event.project_id,
+                    event.group_pattern,
+                    event.peer_pattern,
+                    "",
+                    None,
+                )
+            )
+        elif isinstance(event, BanRemoved):
+            self._bans.remove(event.project_id, event.ban_id)
+            logger.info("ban %s lifted", event.ban_id, extra={"project": event.project_id})
+
+    def revoke_key(self, kid: str) -> None:
+        self._keys.remove(kid)
+        closed = self._hub.close_where(
+            lambda s: s.key_id == kid,
+            GrpcStatus.UNAUTHENTICATED,
+            f"key {kid} was deleted: tokens minted with it no longer work",
+        )
+        if self._on_key_deleted is not None:
+            self._on_key_deleted(kid)
+        logger.info("key %s revoked; %d stream(s) closed", kid, closed)
+
+    def apply_ban(self, ban: BanInfo) -> None:
+        self._bans.add(ban)
+        if not ban.active_at(self._recorder.now()):
+            return
+        closed = self._hub.close_where(
+            lambda s: (
+                s.address.project_id == ban.project_id
+                and ban.matches(s.address.group_id, s.address.peer_id)
+            ),
+            GrpcStatus.PERMISSION_DENIED,
+            "you are banned from this project",
+        )
+        logger.info(
+            "ban %s applied; %d stream(s) closed", ban.id, closed, extra={"project": ban.project_id}
+        )
+
+    async def resync(self) -> None:
+        """Reload keys and bans from the store: catches any event this node missed."""
+        for kid in await self._keys.load():
+            self.revoke_key(kid)
+        await self._bans.load()
+        for ban in list(self._bans.all()):
+            self.apply_ban(ban)
+
+    def shutdown(self) -> int:
+        """End every stream with UNAVAILABLE (the SDK reconnects, to another node if any)."""
+        self._stopping = True
+        return self._hub.close_where(
+            lambda s: True, GrpcStatus.UNAVAILABLE, "server is shutting down: reconnect"
+        )

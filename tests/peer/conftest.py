@@ -1,0 +1,72 @@
+"""Fixtures of the peer SDK tests: loopback-only ICE and a two-session in-process wire."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aioice.ice
+import pytest
+from aiortc import RTCConfiguration
+
+from pulsebeam.peer import Peer
+from tests.fixtures.server import (  # noqa: F401 - plugin fixtures used by the tests here
+    ProjectKeys,
+    RunningServer,
+    create_project,
+    pulsebeam_project,
+    pulsebeam_server,
+    start_server,
+)
+from tests.peer.remote import Agent
+
+# Our TURN on a free loopback port, allowed to relay to loopback peers (tests only); streams end
+# exactly at token expiry (no leeway), so the token-refresh test stays short.
+SERVER_ARGS = (
+    "--turn-enabled",
+    "--turn",
+    "127.0.0.1:0",
+    "--turn-allow-loopback",
+    "--token-leeway",
+    "0",
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with (
+        tempfile.TemporaryDirectory(prefix="pulsebeam-peer-") as tmp,
+        start_server(Path(tmp), *SERVER_ARGS) as running,
+    ):
+        yield running
+
+
+@pytest.fixture
+def keys(server: RunningServer) -> ProjectKeys:
+    return create_project(server)
+
+
+@pytest.fixture
+async def agents() -> AsyncIterator[list[Agent]]:
+    """Remote peer processes, stopped at the end of the test."""
+    started: list[Agent] = []
+    yield started
+    for agent in started:
+        await agent.stop()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[Peer]]:
+    """Peers of this process, closed at the end of the test."""
+    made: list[Peer] = []
+    yield made
+    for peer in made:
+        await peer.close()
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> RTCConfiguration:
+    """Host candidates on 127.0.0.1 only and no ICE server at all: nothing leaves loopback."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    return RTCConfiguration(iceServers=[])

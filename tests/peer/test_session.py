@@ -1,0 +1,194 @@
+"""The session protocol on real aiortc, two sessions joined by an in-process wire.
+
+The wire hands each message to the other session exactly as the server's router would (it is
+the routing step, nothing else), so these tests can force what a real server run cannot:
+duplicates, offer collisions, stale generations. Host candidates are 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration
+from aiortc.mediastreams import VideoStreamTrack
+from av import VideoFrame
+
+from pulsebeam.peer.identity import PeerInfo
+from pulsebeam.peer.session import Session
+from pulsebeam.proto import (
+    SDP_KIND_OFFER,
+    ICECandidateBatch,
+    Message,
+    MessageHeader,
+    MessagePayload,
+    Sdp,
+    Signal,
+)
+
+TIMEOUT = 10.0
+
+
+class Wire:
+    """One side's link: forwards what its session sends to the other side's session."""
+
+    def __init__(self, info: PeerInfo, copies: int = 1) -> None:
+        self._info = info
+        self.copies = copies
+        self.remote: Session | None = None
+        self.sent: list[Message] = []
+        self.closed: list[Session] = []
+
+    @property
+    def info(self) -> PeerInfo:
+        return self._info
+
+    async def send_message(self, message: Message, *, bye: bool = False) -> None:
+        self.sent.append(message)
+        assert self.remote is not None
+        for _ in range(self.copies):
+            copy = Message()
+            copy.CopyFrom(message)
+            self.remote.deliver(copy)
+
+    def session_closed(self, session: Session) -> None:
+        self.closed.append(session)
+
+
+def pair(config: RTCConfiguration, copies: int = 1) -> tuple[Session, Session, Wire, Wire]:
+    alice, bob = PeerInfo("g", "alice", 1000), PeerInfo("g", "bob", 2000)
+    wire_a, wire_b = Wire(alice, copies), Wire(bob, copies)
+    session_a = Session(wire_a, bob, config)
+    session_b = Session(wire_b, alice, config)
+    wire_a.remote, wire_b.remote = session_b, session_a
+    return session_a, session_b, wire_a, wire_b
+
+
+async def close_all(*sessions: Session) -> None:
+    for session in sessions:
+        await session.close()
+
+
+async def test_sessions_connect_and_exchange_data(loopback_ice: RTCConfiguration) -> None:
+    a, b, wire_a, wire_b = pair(loopback_ice)
+    try:
+        assert b.impolite
+        assert not a.impolite
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+            chat = a.create_data_channel("chat")
+            incoming = await b.data_channels().get()
+            await chat.wait_open()
+            chat.send("hello")
+            assert incoming.label == "chat"
+            assert await incoming.receive() == "hello"
+        assert a.path == "direct"
+        # Polite alice never offered first: her first message was a Join, bob's an offer.
+        assert wire_a.sent[0].payload.WhichOneof("payload_type") == "join"
+        assert wire_b.sent[0].payload.signal.sdp.kind == SDP_KIND_OFFER
+        assert [m.header.seqnum for m in wire_b.sent] == list(range(len(wire_b.sent)))
+        # The SDP's candidates go out again as a batch, for the browser SDK's sake.
+        assert wire_b.sent[1].payload.signal.WhichOneof("data") == "ice_candidate_batch"
+    finally:
+        await close_all(a, b)
+
+
+async def test_duplicated_messages_are_dropped(loopback_ice: RTCConfiguration) -> None:
+    a, b, _, _ = pair(loopback_ice, copies=2)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+    finally:
+        await close_all(a, b)
+
+
+async def test_offer_collision_is_resolved(
+    loopback_ice: RTCConfiguration, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pulsebeam.peer.session")
+    a, b, _, _ = pair(loopback_ice)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+            # Both add a track at once: both offer, bob (impolite) ignores alice's offer and
+            # alice rolls hers back, answers, then offers her track again.
+            a.add_track(VideoStreamTrack())
+            b.add_track(VideoStreamTrack())
+            track_at_a: MediaStreamTrack = await a.tracks().get()
+            track_at_b: MediaStreamTrack = await b.tracks().get()
+            assert track_at_a.kind == track_at_b.kind == "video"
+            frame = await track_at_b.recv()
+            assert isinstance(frame, VideoFrame)
+            assert frame.width > 0
+        assert a.pc.signalingState == b.pc.signalingState == "stable"
+        assert "ignoring a colliding offer" in caplog.text  # the collision did happen
+    finally:
+        await close_all(a, b)
+
+
+async def test_generation_counter_rules(loopback_ice: RTCConfiguration) -> None:
+    a, b, _, _ = pair(loopback_ice)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+
+        def signal(generation: int, seqnum: int, data: Signal) -> Message:
+            data.generation_counter = generation
+            header = MessageHeader(
+                src=b.local.to_proto(), dst=a.local.to_proto(), seqnum=seqnum, reliable=True
+            )
+            return Message(header=header, payload=MessagePayload(signal=data))
+
+        a.deliver(signal(3, 1000, Signal(ice_candidate_batch=ICECandidateBatch())))
+        await asyncio.sleep(0.1)
+        assert a.generation == 3
+        stale = Signal(sdp=Sdp(kind=SDP_KIND_OFFER, sdp="v=0 garbage"))
+        a.deliver(signal(2, 1001, stale))
+        await asyncio.sleep(0.1)
+        assert a.generation == 3
+        assert a.pc.signalingState == "stable"
+        assert a.connection_state == "connected"
+    finally:
+        await close_all(a, b)
+
+
+async def test_bye_closes_the_other_side(loopback_ice: RTCConfiguration) -> None:
+    a, b, wire_a, wire_b = pair(loopback_ice)
+    async with asyncio.timeout(TIMEOUT):
+        await a.wait_connected()
+        await a.close("done here")
+        assert await b.wait_closed() == "the other peer said bye"
+    bye = wire_a.sent[-1]
+    assert bye.payload.WhichOneof("payload_type") == "bye"
+    assert not bye.header.reliable  # Join and Bye go unreliable, signals reliable
+    assert all(m.header.reliable for m in wire_a.sent if m.payload.HasField("signal"))
+    assert not any(m.payload.HasField("bye") for m in wire_b.sent)  # no answer to a Bye
+    assert a.close_reason == "done here"
+    assert wire_b.closed == [b]
+    assert b.connection_state == "closed"
+    states = [s async for s in b.connection_states()]
+    assert states[-1] == "closed"
+    assert "connected" in states
+    with pytest.raises(ValueError, match="reserved"):
+        a.create_data_channel("__internal")
+
+
+async def test_tracks_added_before_the_first_exchange(loopback_ice: RTCConfiguration) -> None:
+    a, b, _, _ = pair(loopback_ice)
+    try:
+        # Polite alice adds hers before bob's first offer (which cannot include it), bob his
+        # before making that offer: both arrive, alice's through a second offer of hers.
+        a.add_track(VideoStreamTrack())
+        b.add_track(VideoStreamTrack())
+        async with asyncio.timeout(TIMEOUT):
+            for session in (a, b):
+                track = await session.tracks().get()
+                frame = await track.recv()  # media flows, not just the m-line
+                assert isinstance(frame, VideoFrame)
+                assert frame.width > 0
+    finally:
+        await close_all(a, b)

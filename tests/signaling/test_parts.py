@@ -1,0 +1,210 @@
+"""The signaling parts on their own: gRPC-Web frame codec, bounded stream queues (the overflow
+policy), the rate limiter, and the key directory over a real store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pulsebeam.auth import PeerPolicy, parse_public_key
+from pulsebeam.config import StoreConfig
+from pulsebeam.control.store import Store
+from pulsebeam.control.views import Actor
+from pulsebeam.errors import GrpcStatus
+from pulsebeam.signaling.directory import KeyDirectory
+from pulsebeam.signaling.grpcweb import parse_grpc_timeout
+from pulsebeam.signaling.grpcweb_frames import (
+    decode_frames,
+    decode_trailers,
+    encode_message,
+    encode_trailers,
+)
+from pulsebeam.signaling.limits import RateLimiter
+from pulsebeam.signaling.streams import Address, Hub, Stream
+from tests.signaling.grpcweb_client import parse_trailers, split_frames
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5), st.integers(0, 20))
+def test_frames_round_trip_and_split_anywhere(payloads: list[bytes], cut: int) -> None:
+    body = b"".join(encode_message(p) for p in payloads) + encode_trailers(3, "bad: 100% ü")
+    frames, rest = decode_frames(body)
+    assert rest == b""
+    assert [f.payload for f in frames[:-1]] == payloads
+    assert decode_trailers(frames[-1].payload) == {
+        "grpc-status": "3",
+        "grpc-message": "bad: 100% ü",
+    }
+    # The tests' own codec agrees.
+    own, _ = split_frames(body)
+    assert parse_trailers(own[-1][1])["grpc-message"] == "bad: 100% ü"
+    # A body cut inside the trailers frame keeps the whole data frames and the rest apart.
+    data = b"".join(encode_message(p) for p in payloads)
+    head = body[: len(body) - 1 - cut]
+    partial, rest = decode_frames(head)
+    assert [f.payload for f in partial] == payloads
+    assert rest == head[len(data) :]
+
+
+def test_trailers_reject_garbage() -> None:
+    with pytest.raises(ValueError, match="no ':'"):
+        decode_trailers(b"grpc-status 0\r\n")
+    with pytest.raises(ValueError, match="not ASCII"):
+        decode_trailers("grpc-status:é".encode())
+
+
+def test_grpc_timeout_parsing() -> None:
+    assert parse_grpc_timeout("900000m") == 900.0
+    assert parse_grpc_timeout("2S") == 2.0
+    assert parse_grpc_timeout("1H") == 3600.0
+    for bad in (None, "", "5", "m", "-5S", "5X", "1.5S"):
+        assert parse_grpc_timeout(bad) is None
+
+
+def _stream(conn: int, queue_limit: int = 3) -> Stream:
+    return Stream(
+        address=Address("prj", "g", "p", conn),
+        key_id="kid_0000000000000000",
+        policy=PeerPolicy("*", "*"),
+        expires_at=0,
+        queue_limit=queue_limit,
+    )
+
+
+async def test_a_stream_that_falls_behind_is_closed_and_freed() -> None:
+    stream = _stream(100, queue_limit=3)
+    assert all(stream.push(b"m%d" % i) for i in range(3))
+    assert stream.queued == 3
+    assert not stream.push(b"one too many")
+    assert stream.closed is not None
+    assert stream.closed.status == GrpcStatus.RESOURCE_EXHAUSTED
+    assert stream.queued == 0  # memory released at once
+    assert not stream.push(b"later")
+    assert await stream.next(0.01) is None
+
+
+async def test_stream_delivers_in_order_and_wakes_on_close() -> None:
+    stream = _stream(101)
+    stream.push(b"a")
+    stream.push(b"b")
+    assert await stream.next(0.1) == b"a"
+    assert await stream.next(0.1) == b"b"
+    assert await stream.next(0.05) is None  # idle: times out
+    waiter = asyncio.create_task(stream.next(5))
+    await asyncio.sleep(0.01)
+    stream.close(GrpcStatus.UNAVAILABLE, "bye")
+    async with asyncio.timeout(1):
+        assert await waiter is None
+
+
+def test_hub_replaces_same_connection_and_counts_per_project() -> None:
+    hub = Hub()
+    first, second, other = _stream(200), _stream(200), _stream(201)
+    assert hub.add(first) is None
+    assert hub.add(other) is None
+    assert hub.add(second) is first
+    assert first.closed is not None
+    assert first.closed.status == GrpcStatus.OK
+    assert hub.count("prj") == 2
+    assert not hub.remove(first)  # already replaced: the new one stays
+    assert hub.get(first.address) is second
+    assert hub.newest("prj", "g", "p") in (second, other)
+    assert hub.remove(second)
+    assert hub.remove(other)
+    assert hub.count("prj") == 0
+    assert hub.group("prj", "g") == []
+
+
+def test_rate_limiter_bursts_then_refills() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("b")  # per key
+    now[0] += 0.5
+    assert limiter.allow("a")
+    assert not limiter.allow("a")
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(0, 1)
+
+
+async def test_key_directory_over_a_real_store(tmp_path: Path) -> None:
+    store = await Store.open(StoreConfig(data_dir=tmp_path))
+    try:
+        actor = Actor.admin_cli()
+        account = await store.create_account("dir@example.test", "correct horse battery", actor)
+        project = await store.create_project("p", account.id, actor)
+        first = await store.create_key(project.id, "a", actor)
+        now = [0.0]
+        directory = KeyDirectory(store, miss_ttl_secs=5, clock=lambda: now[0])
+        await directory.load()
+        kid = first.key.kid
+        key = directory.lookup(kid)
+        assert key is not None
+        assert key.public_bytes_raw() == parse_public_key(first.key.public_key).public_bytes_raw()
+        assert directory.project_of(kid) == project.id
+        # A key created later is found on a miss; an unknown one is remembered as unknown.
+        second = await store.create_key(project.id, "b", actor)
+        assert directory.lookup(second.key.kid) is None
+        assert await directory.ensure(second.key.kid)
+        assert directory.lookup(second.key.kid) is not None
+        assert not await directory.ensure("kid_ffffffffffffffff")
+        third = await store.create_key(project.id, "c", actor)
+        directory._misses[third.key.kid] = now[0]  # as if it had been asked for just before
+        assert not await directory.ensure(third.key.kid)  # still within the miss window
+        now[0] += 6
+        assert await directory.ensure(third.key.kid)
+        # Reload keeps the same key object (the verifier's cache relies on identity) and
+        # reports deleted keys.
+        await store.delete_key(kid, actor)
+        gone = await directory.load()
+        assert gone == {kid}
+        assert directory.lookup(kid) is None
+        assert directory.lookup(second.key.kid) is not None
+    finally:
+        await store.close()
+
+
+def test_public_names_are_pinned() -> None:
+    import pulsebeam.proto
+    import pulsebeam.signaling
+
+    assert sorted(pulsebeam.signaling.__all__) == [
+        "Address",
+        "Caller",
+        "GrpcWebMiddleware",
+        "Hub",
+        "LocalRouter",
+        "Presence",
+        "Router",
+        "SignalingService",
+        "SignalingStore",
+        "Stream",
+    ]
+    for name in pulsebeam.proto.__all__:
+        assert getattr(pulsebeam.proto, name) is not None
+    assert pulsebeam.proto.SERVICE_NAME == "pulsebeam.v1.Signaling"
+    assert pulsebeam.proto.SendReq.DESCRIPTOR.full_name == "pulsebeam.v1.SendReq"
+
+
+def test_schema_field_numbers_match_the_wire_facts() -> None:
+    from pulsebeam import proto
+
+    def wire(message: object) -> bytes:
+        return message.SerializeToString()  # type: ignore[attr-defined,no-any-return]
+
+    assert wire(proto.PeerInfo(group_id="g", peer_id="p", conn_id=5)) == b"\n\x01g\x12\x01p\x18\x05"
+    assert wire(proto.MessageHeader(seqnum=1, reliable=True)) == b"8\x01@\x01"  # fields 7, 8
+    sdp = proto.Signal(generation_counter=2, sdp=proto.Sdp(kind=proto.SDP_KIND_OFFER, sdp="x"))
+    assert wire(sdp) == b"\x08\x02J\x05\x08\x01\x12\x01x"  # sdp is field 9
+    batch = proto.Signal(ice_candidate_batch=proto.ICECandidateBatch())
+    assert wire(batch) == b"Z\x00"  # field 11
+    assert wire(proto.ICECandidate(sdp_m_line_index=0)) == b"\x10\x00"  # optional: presence kept
+    assert wire(proto.MessagePayload(ping=proto.Ping())) == b"*\x00"  # field 5
+    metrics = proto.AnalyticsMetrics(timestamp_us=-1, quality_score=50, rtt_us=1)
+    assert wire(metrics) == b"\x08\x01\x88\x01\x64\x90\x01\x02"  # sint64, fields 1, 17, 18
+    ice = proto.IceServer(urls=["turn:h"], username="u", credential="c")
+    assert wire(ice) == b"\n\x06turn:h\x12\x01u\x1a\x01c"
+    assert wire(proto.AckRange(seqnum_start=1, seqnum_end=2)) == b"\x08\x01\x10\x02"

@@ -1,0 +1,149 @@
+"""Two real nodes routing through a real Redis: cross-node discovery and delivery, cross-node
+revocation and bans, a node's death, and a Redis restart survived without restarting nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pulsebeam import proto
+from tests.fixtures.server import RunningServer, acreate_project, start_server
+from tests.signaling.grpcweb_client import Client, message, peer
+from tests.signaling.redis_server import RedisServer, running_redis
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+OK, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, UNAUTHENTICATED = 0, 5, 7, 14, 16
+TTL = 1.5
+
+
+@contextlib.contextmanager
+def two_nodes(tmp_path: Path, redis_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
+    args = ("--redis-url", redis_url, "--presence-ttl", str(TTL), "--ping-interval", "1")
+    with (
+        start_server(tmp_path / "data", *args, "--node-id", "node-a") as a,
+        start_server(tmp_path / "data", *args, "--node-id", "node-b") as b,
+    ):
+        yield a, b
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    with running_redis(tmp_path) as server:
+        yield server
+
+
+def kind(resp: proto.RecvResp) -> str | None:
+    return resp.msg.payload.WhichOneof("payload_type")
+
+
+async def test_cross_node_discovery_delivery_and_revocation(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_nodes(tmp_path, redis_server.url) as (node_a, node_b):
+        project = await acreate_project(node_a)
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Client(http, node_a.grpc, project.token("room", "alice"))
+            bob = Client(http, node_b.grpc, project.token("room", "bob"))
+            mallory = Client(http, node_b.grpc, project.token("room", "mallory"))
+            a, b = peer("room", "alice", 1001), peer("room", "bob", 2001)
+            async with (
+                bob.recv("room", "bob", 2001) as bob_stream,
+                alice.recv("room", "alice", 1001) as alice_stream,
+            ):
+                join = await bob_stream.next()  # alice on A announced to bob on B
+                assert kind(join) == "join"
+                assert join.msg.header.src == a
+                offer = message(a, peer("room", "bob", 0), "signal", generation_counter=1)
+                offer.payload.signal.sdp.sdp = "v=0\r\n"
+                assert (await alice.send(offer)).status == OK
+                assert (await bob_stream.next()).msg == offer
+                assert (await bob.send(message(b, a, "ack"))).status == OK
+                assert kind(await alice_stream.next()) == "ack"
+                # A ban made through node A closes mallory's stream on node B at once.
+                async with mallory.recv("room", "mallory", 3001) as mallory_stream:
+                    assert kind(await alice_stream.next()) == "join"
+                    assert kind(await bob_stream.next()) == "join"
+                    rest = f"{node_a.url}/api/v1/projects/{project.project_id}"
+                    auth = {"authorization": f"Bearer {project.api_token}"}
+                    ban = await http.post(
+                        f"{rest}/bans", json={"peer_pattern": "mallory"}, headers=auth
+                    )
+                    assert ban.status_code == 201, ban.text
+                    ended = await mallory_stream.end(within=1.0)
+                    assert ended.status == PERMISSION_DENIED
+                # Deleting the key through node A closes bob's stream on node B in < 1 s.
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                deleted = await http.delete(f"{rest}/keys/{project.api_key}", headers=auth)
+                assert deleted.status_code == 204
+                ended = await bob_stream.end(within=2)
+                assert ended.status == UNAUTHENTICATED
+                assert loop.time() - started < 1.0
+                assert (await alice_stream.end(within=2)).status == UNAUTHENTICATED
+                refused = await bob.call("Prepare", proto.PrepareReq())
+                assert refused.status == UNAUTHENTICATED
+
+
+async def test_a_dead_nodes_presence_expires(tmp_path: Path, redis_server: RedisServer) -> None:
+    with two_nodes(tmp_path, redis_server.url) as (node_a, node_b):
+        project = await acreate_project(node_a)
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Client(http, node_a.grpc, project.token("room", "alice"))
+            bob = Client(http, node_b.grpc, project.token("room", "bob"))
+            a = peer("room", "alice", 1001)
+            async with bob.recv("room", "bob", 2001):
+                assert (await alice.send(message(a, peer("room", "bob"), "ack"))).status == OK
+                node_b.process.send_signal(signal.SIGKILL)  # no goodbye: presence must expire
+                node_b.process.wait(timeout=5)
+            # Delivery to a dead node fails at once (nobody subscribed to its channel) ...
+            reply = await alice.send(message(a, peer("room", "bob"), "ack"))
+            assert reply.status == NOT_FOUND
+            # ... and its presence is gone from Redis within the TTL.
+            client = redis_server.client()
+            try:
+                for _ in range(int(TTL * 20) + 20):
+                    if not client.exists("pb:n:node-b") and not client.keys("pb:c:*:bob:*"):
+                        break
+                    await asyncio.sleep(0.1)
+                assert not client.exists("pb:n:node-b")
+                assert client.keys("pb:c:*:bob:*") == []
+                assert client.exists("pb:n:node-a")
+            finally:
+                client.close()
+
+
+async def test_nodes_survive_a_redis_restart(tmp_path: Path, redis_server: RedisServer) -> None:
+    with two_nodes(tmp_path, redis_server.url) as (node_a, node_b):
+        project = await acreate_project(node_a)
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Client(http, node_a.grpc, project.token("room", "alice"))
+            bob = Client(http, node_b.grpc, project.token("room", "bob"))
+            a = peer("room", "alice", 1001)
+            async with bob.recv("room", "bob", 2001) as bob_stream:
+                assert (await alice.send(message(a, peer("room", "bob"), "ack"))).status == OK
+                assert kind(await bob_stream.next()) == "ack"
+                redis_server.stop()
+                down = await alice.send(message(a, peer("room", "bob"), "ack"))
+                assert down.status == UNAVAILABLE  # retryable for the SDK
+                assert "Redis" in down.message
+                redis_server.start()  # empty: all presence was lost
+                status = down.status
+                for _ in range(100):  # heartbeats restore presence, subscribers reconnect
+                    status = (await alice.send(message(a, peer("room", "bob"), "bye"))).status
+                    if status == OK:
+                        break
+                    await asyncio.sleep(0.1)
+                assert status == OK
+                assert kind(await bob_stream.next(3)) == "bye"
+                # New streams after the restart are announced across nodes again.
+                async with alice.recv("room", "alice", 1001):
+                    assert kind(await bob_stream.next(3)) == "join"
+        assert node_a.process.poll() is None
+        assert node_b.process.poll() is None
