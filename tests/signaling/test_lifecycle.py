@@ -80,7 +80,7 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
             "127.0.0.1:0",
             "--data-dir",
             str(tmp_path),
-            "--no-turn-enabled",
+            "--no-turn",
             "--redis-url",
             "redis://127.0.0.1:1/0",
         ],

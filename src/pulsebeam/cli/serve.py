@@ -2,7 +2,6 @@
 :mod:`pulsebeam.config` (one ``--flag`` per setting, also readable from ``PULSEBEAM_*`` and the
 ``--config`` TOML file), so a new setting appears here without touching this module."""
 
-import dataclasses
 import inspect
 import typing
 from pathlib import Path
@@ -63,14 +62,20 @@ def _serve(
     server.run(config, ready_file=ready_file, on_ready=welcome)
 
 
+# Boolean settings whose "off" switch has a shorter, documented name than --no-<flag>.
+_OFF_SWITCHES = {"turn-enabled": "--no-turn"}
+
+
 def _setting_parameters() -> list[inspect.Parameter]:
     params = []
-    for flag, (_section, _name, field) in sorted(setting_flags().items()):
+    hints = typing.get_type_hints(Config)
+    for flag, (section, _name, field) in sorted(setting_flags().items()):
         name = flag.replace("-", "_")
-        hint = typing.get_type_hints(_owner_of(field))[field.name]
+        hint = typing.get_type_hints(hints[section])[field.name]
         help_text = f"{field.metadata['help']} [env PULSEBEAM_{name.upper()}]"
         if hint is bool:
-            option = typer.Option(None, f"--{flag}/--no-{flag}", help=help_text, show_default=False)
+            off = _OFF_SWITCHES.get(flag, f"--no-{flag}")
+            option = typer.Option(None, f"--{flag}/{off}", help=help_text, show_default=False)
             annotation: Any = bool | None
         else:
             option = typer.Option(None, f"--{flag}", help=help_text, show_default=False)
@@ -81,14 +86,6 @@ def _setting_parameters() -> list[inspect.Parameter]:
             )
         )
     return params
-
-
-def _owner_of(field: dataclasses.Field[Any]) -> type[Any]:
-    for section in dataclasses.fields(Config):
-        cls = typing.get_type_hints(Config)[section.name]
-        if any(f is field for f in dataclasses.fields(cls)):
-            return typing.cast(type[Any], cls)
-    raise LookupError(field.name)  # pragma: no cover
 
 
 def _build() -> Any:
