@@ -230,6 +230,12 @@ class TurnConfig:
     max_lifetime_secs: int = setting(
         3600, "turn-max-lifetime", "longest allocation lifetime granted", _int_at_least(600)
     )
+    max_session_secs: int = setting(
+        86400,
+        "turn-max-session",
+        "seconds an allocation may be refreshed past its credential's expiry (0 = not at all)",
+        _int_at_least(0),
+    )
     nonce_ttl_secs: int = setting(
         600, "turn-nonce-ttl", "seconds before a nonce is stale (438)", _int_at_least(1)
     )

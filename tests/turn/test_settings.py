@@ -19,12 +19,15 @@ def test_turn_settings_from_the_environment() -> None:
             "PULSEBEAM_TURN_USER_QUOTA": "3",
             "PULSEBEAM_TURN_BANDWIDTH": "125000",
             "PULSEBEAM_TURN_REALM": "example.org",
+            "PULSEBEAM_TURN_MAX_SESSION": "7200",
         }
     )
     assert config.turn.deny_peers == ("203.0.113.0/24", "198.51.100.7/32")
     assert config.turn.user_quota == 3
     assert config.turn.bandwidth == 125_000
     assert config.turn.realm == "example.org"
+    assert config.turn.max_session_secs == 7200
+    assert load_config(env={}).turn.max_session_secs == 86400
 
 
 @pytest.mark.parametrize(
@@ -33,6 +36,8 @@ def test_turn_settings_from_the_environment() -> None:
         ("PULSEBEAM_TURN_USER_QUOTA", "0", "--turn-user-quota from .*: 0 is below the minimum 1"),
         ("PULSEBEAM_TURN_BANDWIDTH", "-1", "--turn-bandwidth from .*: -1 is below the minimum 0"),
         ("PULSEBEAM_TURN_MAX_LIFETIME", "60", "--turn-max-lifetime from .*: 60 is below"),
+        ("PULSEBEAM_TURN_MAX_SESSION", "-1", "--turn-max-session from .*: -1 is below the min"),
+        ("PULSEBEAM_TURN_MAX_SESSION", "1d", "--turn-max-session from .*: .*'1d'"),
         ("PULSEBEAM_TURN_EXTERNAL", "coturn", "--turn-external from .*: 'coturn' is not HOST:PORT"),
     ],
 )

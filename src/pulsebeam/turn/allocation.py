@@ -66,6 +66,7 @@ class Allocation(asyncio.DatagramProtocol):
         "channel_expiry",
         "channels",
         "closed",
+        "created_at",
         "expires_at",
         "five_tuple",
         "key_id",
@@ -95,6 +96,7 @@ class Allocation(asyncio.DatagramProtocol):
         self.username = username
         self.key_id = key_id
         self.project_id = project_id
+        self.created_at = time.monotonic()  # bounds refreshes past the credential's expiry
         self.expires_at = expires_at  # time.monotonic() deadline
         self.permissions: dict[str, float] = {}  # peer IP -> deadline
         self.channels: dict[int, Address] = {}  # channel number -> peer

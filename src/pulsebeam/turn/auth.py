@@ -9,6 +9,11 @@ fresh one, so nothing has to be remembered per client.
 key) are rate limited per source IP: past the limit the request is dropped unanswered, which slows
 password guessing and keeps the server from being used to reflect traffic. The first 401 of every
 exchange (the challenge to a request without credentials) is not limited: it reveals nothing.
+
+A credential's expiry is checked for every request except those the caller marks ``renewable``:
+requests on an existing allocation with the username that created it (see
+:mod:`pulsebeam.turn.handler`). The HMAC and the key's liveness are checked for every request, so a
+deleted key still ends everything at once.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Identity:
     project_id: str
     sha1: bool  # the request carried MESSAGE-INTEGRITY: answer with it
     sha256: bool  # ... MESSAGE-INTEGRITY-SHA256: answer with it
+    renewed: bool = False  # the credential has expired; accepted for its own allocation only
 
 
 class AuthFailure(Exception):
@@ -146,8 +152,15 @@ class Authenticator:
         age = self._clock() - int.from_bytes(stamp, "big")
         return 0 <= age <= self._nonce_ttl
 
-    def authenticate(self, msg: Message, client_ip: str) -> Identity:
-        """The request's :class:`Identity`, or :class:`AuthFailure` saying how to answer."""
+    def authenticate(
+        self, msg: Message, client_ip: str, *, renewable: str | None = None
+    ) -> Identity:
+        """The request's :class:`Identity`, or :class:`AuthFailure` saying how to answer.
+
+        ``renewable`` is the username of the existing allocation the request is for, when that
+        allocation may still be kept alive: a credential with exactly this username is accepted
+        after its expiry (``Identity.renewed``); its HMAC and key are checked as always.
+        """
         sha1 = Attr.MESSAGE_INTEGRITY in msg.integrity_offsets
         sha256 = Attr.MESSAGE_INTEGRITY_SHA256 in msg.integrity_offsets
         if not (sha1 or sha256):
@@ -201,8 +214,9 @@ class Authenticator:
         key = long_term_key(username, self.realm, password, sha256=algorithm == ALGORITHM_SHA256)
         if not msg.check_integrity(key):
             raise AuthFailure(401, "wrong credentials", challenge=True, limited=True)
-        if expires_at < self._clock():
+        expired = expires_at < self._clock()
+        if expired and username != renewable:
             raise AuthFailure(401, "credential expired", challenge=True, limited=True)
         if not self._key_is_live(key_id):
             raise AuthFailure(401, "API key revoked or unknown", challenge=True, limited=True)
-        return Identity(username, key, key_id, project_id, sha1, sha256)
+        return Identity(username, key, key_id, project_id, sha1, sha256, renewed=expired)

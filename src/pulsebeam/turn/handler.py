@@ -2,16 +2,22 @@
 
 Binding needs no credentials; Allocate, Refresh, CreatePermission and ChannelBind need long-term
 credentials (:mod:`pulsebeam.turn.auth`); Send indications are accepted only on an existing
-allocation and towards a permitted peer. Answers follow RFC 8656: 437 without an allocation (or
-when one exists for an Allocate), 441 for a different credential than the allocation's, 442 for a
-transport other than UDP, 440/443 for address families, 403 for a peer the
-:class:`~pulsebeam.turn.peerfilter.PeerFilter` refuses, 486 over a quota, 508 without a port.
+allocation and towards a permitted peer. A credential's expiry limits new allocations: requests on
+an existing allocation with the username that created it are accepted after that expiry (key still
+live, same HMAC) until the allocation is ``max_session`` seconds old, because a live ICE agent
+keeps the credential it started with however often its application refreshes the token.
+
+Answers follow RFC 8656: 437 without an allocation (or when one exists for an Allocate), 441 for
+a different credential than the allocation's, 442 for a transport other than UDP, 440/443 for
+address families, 403 for a peer the :class:`~pulsebeam.turn.peerfilter.PeerFilter` refuses, 486
+over a quota, 508 without a port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from pulsebeam.turn.allocation import Allocation, ClientLink
@@ -70,6 +76,7 @@ class RequestHandler:
         manager: AllocationManager,
         metrics: TurnMetrics,
         max_lifetime: int,
+        max_session: int,
     ) -> None:
         self._auth = authenticator
         self._limiter = auth_limiter
@@ -77,6 +84,7 @@ class RequestHandler:
         self._manager = manager
         self._metrics = metrics
         self._max_lifetime = max_lifetime
+        self._max_session = max_session
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def cancel_pending(self) -> None:
@@ -129,7 +137,7 @@ class RequestHandler:
     def _authenticate(self, msg: Message, link: ClientLink) -> Identity | None:
         client_ip = link.five_tuple[1][0]
         try:
-            return self._auth.authenticate(msg, client_ip)
+            return self._auth.authenticate(msg, client_ip, renewable=self._renewable(msg, link))
         except AuthFailure as failure:
             if failure.limited and not self._limiter.allow(client_ip):
                 self._metrics.rate_limited.inc()
@@ -139,6 +147,19 @@ class RequestHandler:
             extra = self._auth.challenge_attributes(client_ip) if failure.challenge else []
             self._error(msg, link, failure.code, failure.reason, None, extra)
             return None
+
+    def _renewable(self, msg: Message, link: ClientLink) -> str | None:
+        """The username whose expired credential this request may still use: that of the
+        5-tuple's allocation, while the allocation is younger than ``max_session``."""
+        if msg.method == Method.ALLOCATE:
+            return None  # a new allocation always needs an unexpired credential
+        allocation = self._manager.get(link.five_tuple)
+        if allocation is None or self._session_left(allocation) <= 0:
+            return None
+        return allocation.username
+
+    def _session_left(self, allocation: Allocation) -> float:
+        return allocation.created_at + self._max_session - time.monotonic()
 
     @staticmethod
     def _check_unknown(msg: Message) -> None:
@@ -272,6 +293,9 @@ class RequestHandler:
         if family is not None and decode_family(family) != FAMILY_IPV4:
             raise _Reject(443, "Peer Address Family Mismatch: the allocation is IPv4")
         lifetime = self._lifetime(msg)
+        if lifetime and identity.renewed:
+            # On an expired credential the allocation may not outlive its session bound.
+            lifetime = min(lifetime, max(1, math.ceil(self._session_left(allocation))))
         if lifetime == 0:
             self._manager.remove(allocation)
         else:

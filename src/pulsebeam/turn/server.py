@@ -99,6 +99,7 @@ class TurnServer:
             manager=self.manager,
             metrics=self.metrics,
             max_lifetime=config.max_lifetime_secs,
+            max_session=config.max_session_secs,
         )
         self._udp: UdpListener | None = None
         self._tcp: asyncio.Server | None = None
