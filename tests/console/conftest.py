@@ -22,15 +22,6 @@ from pulsebeam.control.events import ControlEvent
 from pulsebeam.control.store import Store
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots" / "console"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "correct horse battery"
 
 

@@ -16,7 +16,8 @@ from pulsebeam.control.base import utcnow
 from pulsebeam.control.events import BanAdded, KeyDeleted
 from pulsebeam.control.records import ConnectionLogEntry, UsageDelta
 from pulsebeam.control.views import Actor
-from tests.console.conftest import CHROMIUM_FLAGS, PASSWORD, SCREENSHOTS, ConsoleUnderTest
+from tests.console.conftest import PASSWORD, SCREENSHOTS, ConsoleUnderTest
+from tests.fixtures.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         launched = await pw.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_FLAGS
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
         )
         try:
             yield launched
@@ -164,7 +165,7 @@ async def test_first_run_project_key_ban_dashboard(
     [ban] = await console.store.list_bans(project_id)
     assert (ban.group_pattern, ban.peer_pattern, ban.reason) == ("room1", "mallory", "spam")
     assert ban.expires_at is not None
-    assert BanAdded(ban.id, project_id, "room1", "mallory") in console.events.events
+    assert BanAdded.of(ban) in console.events.events  # with its expiry
     await shot(page, "07-bans")
 
     # The dashboard, over data the signaling and TURN layers would have written.

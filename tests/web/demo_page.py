@@ -8,22 +8,8 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect
 
-CHROMIUM = "/usr/bin/chromium"
-# WebRTC on loopback, no network of its own, fake camera (shared/DESIGN.md).
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
+from tests.fixtures.chromium import CHROMIUM, CHROMIUM_FLAGS
+
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots" / "demo"
 WAIT_MS = 30_000
 
