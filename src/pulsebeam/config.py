@@ -161,10 +161,21 @@ class SignalingConfig:
     stream_queue: int = setting(
         256, "stream-queue", "messages buffered per stream; a stream that falls further behind ends"
     )
-    send_rate: float = setting(50.0, "send-rate", "messages per second per connection (sustained)")
-    send_burst: int = setting(200, "send-burst", "messages a connection may send in a burst")
+    send_rate: float = setting(50.0, "send-rate", "messages per second per peer (sustained)")
+    send_burst: int = setting(200, "send-burst", "messages a peer may send in a burst")
     max_streams_per_project: int = setting(
         10_000, "max-project-streams", "open Recv streams per project on one node"
+    )
+    max_streams_per_peer: int = setting(
+        16, "max-streams-per-peer", "open Recv streams per peer (group/peer id) on one node"
+    )
+    recv_rate: float = setting(2.0, "recv-rate", "Recv opens per second per peer (sustained)")
+    recv_burst: int = setting(32, "recv-burst", "Recv opens a peer may make in a burst")
+    analytics_rate: float = setting(
+        1.0, "analytics-rate", "AnalyticsReport calls per second per peer (sustained)"
+    )
+    analytics_burst: int = setting(
+        20, "analytics-burst", "AnalyticsReport calls a peer may make in a burst"
     )
     cors_origins: tuple[str, ...] = setting(
         ("*",), "cors-origins", "origins allowed to call signaling from a browser (comma list)"

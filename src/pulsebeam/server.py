@@ -34,6 +34,7 @@ from pulsebeam.auth import TokenVerifier
 from pulsebeam.config import Config
 from pulsebeam.console import announce_first_run, create_console
 from pulsebeam.control.api import create_api
+from pulsebeam.control.api.app import error_response
 from pulsebeam.control.store import Store
 from pulsebeam.control.throttle import LoginThrottle
 from pulsebeam.errors import ConfigError
@@ -74,6 +75,11 @@ def check_config(config: Config) -> None:
         "send-rate": sig.send_rate,
         "send-burst": sig.send_burst,
         "max-project-streams": sig.max_streams_per_project,
+        "max-streams-per-peer": sig.max_streams_per_peer,
+        "recv-rate": sig.recv_rate,
+        "recv-burst": sig.recv_burst,
+        "analytics-rate": sig.analytics_rate,
+        "analytics-burst": sig.analytics_burst,
         "presence-ttl": sig.presence_ttl_secs,
         "records-flush": sig.records_flush_secs,
         "key-resync": config.auth.key_resync_secs,
@@ -182,6 +188,11 @@ class Node:
         async def metrics(request: Request) -> Response:
             return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+        async def not_found(request: Request, exc: Exception) -> Response:
+            # Paths no mount matches (including ones a mount's pattern cannot, such as an encoded
+            # newline) answer in the API's JSON error shape rather than as plain text.
+            return error_response(404, "not_found", "no such path on this server")
+
         async def home(request: Request) -> Response:
             return RedirectResponse("/console/")
 
@@ -205,7 +216,7 @@ class Node:
             Mount("/console", self.console),
             sdk_mount(),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={404: not_found})
 
     async def start(self) -> None:
         await self.keys.load()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -137,7 +137,9 @@ async def test_bans(alice: ApiClient, events: EventLog) -> None:
     )
     assert added.status_code == 201
     ban = added.json()
-    assert events.events == [BanAdded(ban["id"], pid, "room*", "mallory")]
+    [added_event] = events.events
+    assert added_event == BanAdded(ban["id"], pid, "room*", "mallory", added_event.expires_at)
+    assert added_event.ban().expires_at == datetime.fromisoformat(until)  # the expiry travels
     assert [b["id"] for b in (await alice.call("GET", f"/projects/{pid}/bans")).json()] == [
         ban["id"]
     ]

@@ -19,14 +19,19 @@ from tests.fixtures.server import (
 )
 from tests.signaling.grpcweb_client import Client
 
-# Small limits so each rule is quick to reach; each test gets its own project (the cap is per
-# project) and its own connection ids (the rate limit is per connection).
+# Small limits so each rule is quick to reach; each test gets its own project (the caps and
+# rate limits are per project or per peer of a project).
 SERVER_SETTINGS = {
     "ice_servers": "stun:127.0.0.1:3478",
     "ping_interval": "1",
     "max_project_streams": "6",
+    "max_streams_per_peer": "3",
     "send_rate": "5",
     "send_burst": "20",
+    "recv_rate": "1",
+    "recv_burst": "8",
+    "analytics_rate": "1",
+    "analytics_burst": "5",
     "token_leeway": "0",
     "records_flush": "0.3",
     "max_message_bytes": "10240",

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import struct
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -68,21 +68,23 @@ class Client:
         self.base = base
         self.token = token
 
-    def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(self, extra: dict[str, str] | None = None) -> httpx.Headers:
+        """The call's headers, encoded as latin-1 so a test can send any byte in a value."""
         headers = {"content-type": CONTENT_TYPE, "x-grpc-web": "1"}
         if self.token is not None:
             headers["authorization"] = f"Bearer {self.token}".strip()
         headers.update(extra or {})
-        return headers
+        return httpx.Headers(headers, encoding="latin-1")
 
     async def call(
         self,
         method: str,
         request: ProtoMessage | None = None,
         *,
-        body: bytes | None = None,
+        body: bytes | AsyncIterable[bytes] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        """One call; ``body`` replaces the framed ``request`` (an async iterable is streamed)."""
         if body is None:
             assert request is not None
             body = frame(request.SerializeToString())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 
@@ -226,3 +227,19 @@ async def test_src_must_be_the_tokens_own_peer(client: ClientFactory) -> None:
     async with alice.recv("g", "mallory", 5000) as stream:
         ended = await stream.end()
     assert ended.status == PERMISSION_DENIED
+
+
+async def test_a_malformed_grpc_timeout_is_ignored(
+    server: RunningServer, client: ClientFactory
+) -> None:
+    # Not digits by the gRPC spec (ASCII 0-9, at most 8 of them): the header is ignored and the
+    # stream opens as without it, rather than failing with INTERNAL.
+    values = {"sup": "\xb2m", "long": "1" + "0" * 399 + "H", "huge": "9" * 5000 + "m"}
+    async with contextlib.AsyncExitStack() as stack:
+        for conn, (name, value) in enumerate(values.items(), start=5101):
+            stream = await stack.enter_async_context(
+                client("g", name).recv("g", name, conn, headers={"grpc-timeout": value})
+            )
+            ping = await stream.next(3, pings=True)  # open: the keepalive arrives
+            assert ping.msg.payload.HasField("ping"), name
+    assert "signaling call failed" not in server.log()

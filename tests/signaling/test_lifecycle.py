@@ -4,8 +4,6 @@ plain HTTP on public addresses, bad settings, and HTTP/2 under TLS."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 import subprocess
 import sys
@@ -14,15 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pulsebeam import proto
 from pulsebeam.cli import main
 from pulsebeam.turn.client import StunError, TurnClient
 from tests.fixtures.server import acreate_project, start_server
+from tests.fixtures.tls import write_self_signed
 from tests.signaling.grpcweb_client import Client, frame, message, peer
 
 OK, UNAVAILABLE = 0, 14
@@ -93,38 +88,8 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot reach Redis at --redis-url" in result.stderr
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 async def test_tls_serves_http2_with_streams_multiplexed_on_one_connection(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = write_self_signed(tmp_path)
     tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--shutdown-timeout", "1")
     with start_server(tmp_path / "data", *tls) as server:
         assert server.url.startswith("https://127.0.0.1:")

@@ -60,8 +60,11 @@ def test_grpc_timeout_parsing() -> None:
     assert parse_grpc_timeout("900000m") == 900.0
     assert parse_grpc_timeout("2S") == 2.0
     assert parse_grpc_timeout("1H") == 3600.0
-    for bad in (None, "", "5", "m", "-5S", "5X", "1.5S"):
-        assert parse_grpc_timeout(bad) is None
+    assert parse_grpc_timeout("99999999n") == pytest.approx(0.099999999)
+    too_long = ("123456789m", "1" + "0" * 399 + "H", "9" * 5000 + "m")  # over 8 digits
+    not_ascii = ("\xb2m", "\u0661S", "\uff15S")  # str.isdigit() says yes to all three
+    for bad in (None, "", "5", "m", "-5S", "5X", "1.5S", " 5S", "5S\n", *too_long, *not_ascii):
+        assert parse_grpc_timeout(bad) is None, bad
 
 
 def _stream(conn: int, queue_limit: int = 3) -> Stream:
@@ -116,6 +119,27 @@ def test_hub_replaces_same_connection_and_counts_per_project() -> None:
     assert hub.remove(other)
     assert hub.count("prj") == 0
     assert hub.group("prj", "g") == []
+
+
+def test_hub_newest_skips_closed_streams_and_counts_per_peer() -> None:
+    # A closed stream stays in the hub until its writer unregisters it; conn_id 0 must not
+    # pick it over an older live connection of the same peer.
+    hub = Hub()
+    older, newer = _stream(300), _stream(301)
+    newer.opened_at = older.opened_at + 1
+    hub.add(older)
+    hub.add(newer)
+    assert hub.newest("prj", "g", "p") is newer
+    assert hub.count_peer("prj", "g", "p") == 2
+    newer.close(GrpcStatus.CANCELLED, "client went away")
+    assert hub.newest("prj", "g", "p") is older
+    older.close(GrpcStatus.CANCELLED, "client went away")
+    assert hub.newest("prj", "g", "p") is None
+    assert hub.remove(newer)
+    assert hub.count_peer("prj", "g", "p") == 1
+    assert hub.count_peer("prj", "g", "other") == 0
+    assert hub.remove(older)
+    assert hub.count_peer("prj", "g", "p") == 0
 
 
 def test_rate_limiter_bursts_then_refills() -> None:

@@ -147,3 +147,31 @@ async def test_nodes_survive_a_redis_restart(tmp_path: Path, redis_server: Redis
                     assert kind(await bob_stream.next(3)) == "join"
         assert node_a.process.poll() is None
         assert node_b.process.poll() is None
+
+
+async def test_a_failed_join_broadcast_neither_fails_recv_nor_leaks_its_stream(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # A Redis user allowed everything but ZRANGE: registering a stream works, listing its group
+    # for the Join broadcast fails. The Recv must still open, and each stream must be gone once
+    # closed (a ghost would count toward the project's cap of 2 and refuse the third Recv).
+    admin = redis_server.client()
+    try:
+        admin.execute_command("ACL", "SETUSER", "pb", "on", ">pw", "~*", "&*", "+@all", "-zrange")
+    finally:
+        admin.close()
+    url = f"redis://pb:pw@127.0.0.1:{redis_server.port}/0"
+    with start_server(tmp_path, "--redis-url", url, "--max-project-streams", "2") as node:
+        project = await acreate_project(node)
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice = Client(http, node.grpc, project.token("room", "alice"))
+            for conn in range(3001, 3006):
+                name = f"p{conn}"
+                callee = Client(http, node.grpc, project.token("room", name))
+                async with callee.recv("room", name, conn) as stream:
+                    to_callee = message(
+                        peer("room", "alice", 1001), peer("room", name, conn), "ack"
+                    )
+                    assert (await alice.send(to_callee)).status == OK, name
+                    assert kind(await stream.next()) == "ack"
+        assert "not broadcast: group lookup failed" in node.log()

@@ -93,13 +93,20 @@ async def test_sender_policy_refuses(client: ClientFactory) -> None:
         await assert_silent(carol_stream, 0.3)
 
 
-async def test_receiver_policy_refuses(client: ClientFactory) -> None:
+async def test_receiver_policy_refusal_looks_like_an_absent_peer(client: ClientFactory) -> None:
+    # Answering PERMISSION_DENIED here would tell alice that carol, who hides from her, is online.
     alice = client("room", "alice")
     carol = client("room", "carol", policy="room:dave")
+    to_carol = message(peer("room", "alice", 1401), peer("room", "carol"))
+    absent = await alice.send(to_carol)
     async with carol.recv("room", "carol", 4101) as carol_stream:
-        reply = await alice.send(message(peer("room", "alice", 1401), peer("room", "carol")))
-        assert reply.status == PERMISSION_DENIED
-        assert "does not accept" in reply.message
+        reply = await alice.send(to_carol)
+        assert (reply.status, reply.message) == (absent.status, absent.message)
+        assert reply.status == NOT_FOUND
+        assert reply.message == "peer room/carol has no open Recv stream"
+        exact = await alice.send(message(peer("room", "alice", 1401), peer("room", "carol", 4101)))
+        assert exact.status == NOT_FOUND
+        assert exact.message == "peer room/carol connection 4101 has no open Recv stream"
         await assert_silent(carol_stream, 0.3)
 
 
@@ -190,21 +197,30 @@ async def test_send_rate_limit(client: ClientFactory) -> None:
         ]
     assert statuses[:20] == [OK] * 20  # the burst
     assert RESOURCE_EXHAUSTED in statuses[20:]
-    other_conn = await alice.send(message(peer("room", "alice", 6403), peer("room", "x"), "ack"))
-    assert other_conn.status == NOT_FOUND  # limits are per connection
+    # The bucket is the peer's: new connection ids (the client picks them) buy nothing more.
+    rotated = [
+        await alice.send(message(peer("room", "alice", conn), peer("room", "x"), "ack"))
+        for conn in range(6410, 6420)
+    ]
+    assert {r.status for r in rotated} == {RESOURCE_EXHAUSTED}
+    assert "peer room/alice sends faster than 5 messages/s" in rotated[0].message
+    other_peer = await client("room", "carol").send(
+        message(peer("room", "carol", 6403), peer("room", "x"), "ack")
+    )
+    assert other_peer.status == NOT_FOUND  # another peer has its own bucket
 
 
 async def test_concurrent_streams_are_capped_per_project(
     server: RunningServer, client: ClientFactory, http: httpx.AsyncClient
 ) -> None:
-    alice = client("room", "alice")
     async with contextlib.AsyncExitStack() as stack:
         for conn in range(7001, 7007):  # the module server allows 6 per project
-            await stack.enter_async_context(alice.recv("room", "alice", conn))
-        async with alice.recv("room", "alice", 7007) as refused:
+            name = f"p{conn}"
+            await stack.enter_async_context(client("room", name).recv("room", name, conn))
+        async with client("room", "alice").recv("room", "alice", 7007) as refused:
             ended = await refused.end()
         assert ended.status == RESOURCE_EXHAUSTED
-        assert "limit" in ended.message
+        assert "the project has 6 open streams on this node, its limit" in ended.message
         # Another project is not affected.
         other_project = await acreate_project(server)
         other = Client(http, server.grpc, other_project.token("room", "alice"))
@@ -222,3 +238,44 @@ async def test_a_dead_stream_frees_its_slot(client: ClientFactory) -> None:
         message(peer("room", "alice", 7102), peer("room", "bob", 7101))
     )
     assert reply.status == NOT_FOUND
+
+
+async def test_concurrent_streams_are_capped_per_peer(client: ClientFactory) -> None:
+    bob = client("room", "bob")
+    async with contextlib.AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(bob.recv("room", "bob", conn))
+            for conn in (7201, 7202, 7203)  # the module server allows 3 per peer
+        ]
+        refused = await bob.call("Recv", proto.RecvReq(src=peer("room", "bob", 7204)))
+        assert refused.status == RESOURCE_EXHAUSTED
+        assert "peer room/bob has 3 open streams on this node, the limit per peer" in (
+            refused.message
+        )
+        # Reopening a connection that is open replaces it, so it is not refused by the cap.
+        async with bob.recv("room", "bob", 7203) as reopened:
+            assert (await streams[2].end()).status == OK
+            a = peer("room", "alice", 7205)
+            reply = await client("room", "alice").send(message(a, peer("room", "bob", 7203)))
+            assert reply.status == OK
+            assert kind(await reopened.next()) == "join"
+        # Another peer of the same project is not affected.
+        async with client("room", "carol").recv("room", "carol", 7206) as carol:
+            assert kind(await carol.next(3, pings=True)) == "ping"
+
+
+async def test_recv_opens_are_rate_limited_per_peer(client: ClientFactory) -> None:
+    bob = client("room", "bob")
+    async with contextlib.AsyncExitStack() as stack:
+        for conn in (7301, 7302, 7303):
+            await stack.enter_async_context(bob.recv("room", "bob", conn))
+        # Refused opens still spend the peer's budget (burst 8, 1/s), whatever the conn_id.
+        replies = [
+            await bob.call("Recv", proto.RecvReq(src=peer("room", "bob", conn)))
+            for conn in range(7310, 7320)
+        ]
+    assert {r.status for r in replies} == {RESOURCE_EXHAUSTED}
+    assert "the limit per peer" in replies[0].message
+    limited = [r for r in replies if "faster than" in r.message]
+    assert limited, [r.message for r in replies]
+    assert "peer room/bob opens Recv streams faster than 1/s" in limited[0].message

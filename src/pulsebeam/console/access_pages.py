@@ -152,7 +152,7 @@ async def add_ban(request: Request) -> Response:
         )
     except PulseBeamError as exc:
         return await _bans(request, project, error=str(exc), form=form, status=exc.http_status)
-    await publish(request, BanAdded(ban.id, ban.project_id, ban.group_pattern, ban.peer_pattern))
+    await publish(request, BanAdded.of(ban))
     return redirect(request, "bans", project_id=project.id, query={"notice": "ban_added"})
 
 

@@ -161,8 +161,10 @@ class Peer:
     async def connect(self, group_id: str, peer_id: str, give_up_after: float = 30.0) -> Session:
         """A session with ``group_id/peer_id``, waiting up to ``give_up_after`` s for it.
 
-        Raises ``PermissionDeniedError`` when a policy forbids it, ``TimeoutError`` when the
-        peer never shows up, and the fatal error if the peer closes meanwhile.
+        Raises ``PermissionDeniedError`` when this peer's own policy forbids it, and
+        ``TimeoutError`` when the peer never shows up — which is also what a peer whose policy
+        hides this one looks like (the server answers as for an absent peer, so that presence
+        does not leak) — and the fatal error if this peer closes meanwhile.
         """
         validate_id(group_id, "group_id")
         validate_id(peer_id, "peer_id")

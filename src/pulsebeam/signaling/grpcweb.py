@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ PREFIX = "/grpc/"
 ALLOW_HEADERS = "authorization, content-type, grpc-timeout, x-grpc-web, x-user-agent"
 EXPOSE_HEADERS = "grpc-status, grpc-message"
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# The gRPC spec: 1 to 8 ASCII digits and a unit (str.isdigit would accept "²" and 5000 digits).
+_TIMEOUT_RE = re.compile(r"([0-9]{1,8})([HMSmun])")
 _ANALYTICS_LIMIT = 256 * 1024
 # Send bodies may exceed the message cap by the frame header and the SendReq field tag.
 _ENVELOPE = 64
@@ -77,10 +80,12 @@ def _status_of(exc: BaseException) -> tuple[GrpcStatus, str]:
 
 
 def parse_grpc_timeout(value: str | None) -> float | None:
-    """``grpc-timeout`` (e.g. ``900000m``) in seconds, or None when absent or malformed."""
-    if not value or len(value) < 2 or value[-1] not in _TIMEOUT_UNITS or not value[:-1].isdigit():
+    """``grpc-timeout`` (e.g. ``900000m``) in seconds, or None when absent or malformed (a bad
+    header is ignored, as if absent: the stream then rotates at ``--stream-max-age``)."""
+    match = _TIMEOUT_RE.fullmatch(value) if value else None
+    if match is None:
         return None
-    return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
+    return int(match[1]) * _TIMEOUT_UNITS[match[2]]
 
 
 class GrpcWebMiddleware:
@@ -182,7 +187,12 @@ class GrpcWebMiddleware:
         # client would give up on it, and the SDK reopens it with the same conn_id.
         max_age = None if client_timeout is None else max(1.0, client_timeout * 0.95)
         stream = await self._service.open_stream(caller, request)
-        await send(_start(cors))
+        try:
+            await send(_start(cors))
+        except BaseException:  # cancelled or disconnected before the pump took the stream over
+            stream.close(GrpcStatus.CANCELLED, "client went away")
+            await self._service.release(stream)
+            raise
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":

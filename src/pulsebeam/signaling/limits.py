@@ -1,4 +1,7 @@
-"""Per-connection send rate limiting: a token bucket per sending connection.
+"""Rate limiting per peer: a token bucket per key, for sends, ``Recv`` opens and analytics.
+
+The service keys buckets by the token's (project, group, peer), never by anything the caller
+picks freely such as a ``conn_id``, so a client cannot get a fresh bucket by renaming itself.
 
 Written by hand because it is a dozen lines on the hot path; the library limiters available are
 built for HTTP middleware or Redis, not for an in-memory per-key check.

@@ -8,13 +8,15 @@ Keys (``P``/``G``/``E`` = project, group, peer; all expire unless refreshed):
 - ``pb:g:P:G`` sorted set of ``E:CONN`` members (the ``Join`` broadcast);
 - ``pb:n:NODE``: the node's heartbeat.
 
-Each node subscribes to its own channel ``pb:node:NODE`` (messages for its streams) and to
-``pb:events`` (control events). Every ``presence_ttl / 3`` seconds a node rewrites its node key and
-the presence of all its streams, so a dead node's entries vanish within ``presence_ttl`` seconds,
-and after a Redis restart (data lost) the survivors restore theirs at the next beat. The
-subscriber reconnects and resubscribes on its own; while Redis is down, calls that need it answer
-UNAVAILABLE (the SDK retries those), and events missed meanwhile are caught by the periodic reload
-of keys and bans from the store.
+Each node subscribes to its own channel ``pb:node:NODE`` and to ``pb:events`` (control events).
+A message for a stream travels as ``<stream id> NUL P:G:E:CONN NUL <payload>`` and is queued only
+if that exact stream still holds the connection: the sender checked that stream's policy, and a
+newer stream of the same connection may carry another token. Every ``presence_ttl / 3`` seconds a
+node rewrites its node key and the presence of all its streams, so a dead node's entries vanish
+within ``presence_ttl`` seconds, and after a Redis restart (data lost) the survivors restore theirs
+at the next beat. The subscriber reconnects and resubscribes on its own; while Redis is down,
+calls that need it answer UNAVAILABLE (the SDK retries those), and events missed meanwhile are
+caught by the periodic reload of keys and bans from the store.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -32,7 +35,7 @@ from redis.exceptions import RedisError
 from pulsebeam.auth import PeerPolicy
 from pulsebeam.control.events import ControlEvent, event_from_json, event_to_json
 from pulsebeam.errors import ConfigError, UnavailableError
-from pulsebeam.signaling.router import EventHandler, Presence, new_node_id
+from pulsebeam.signaling.router import EventHandler, Presence, new_node_id, push_to_stream
 from pulsebeam.signaling.streams import Address, Hub, Stream
 
 __all__ = ["RedisRouter"]
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_CHANNEL = b"pb:events"
 _SEP = b"\x00"
+_LOG_EVERY = 10.0  # seconds between logs of messages that could not be handled
 
 # Delete a connection's presence only if it is still ours (a newer stream of the same connection,
 # maybe on another node, may have replaced it).
@@ -98,6 +102,8 @@ class RedisRouter:
         self._unregister = client.register_script(_UNREGISTER)
         self._on_event: EventHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._failures = 0
+        self._failure_logged_at = float("-inf")
         self.subscribed = asyncio.Event()
 
     @classmethod
@@ -174,7 +180,7 @@ class RedisRouter:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message["type"] == "message":
-                        await self._dispatch(message["channel"], message["data"])
+                        await self._dispatch_safely(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
                 # Close before waiting: a half-broken subscription that Redis still counts would
@@ -191,21 +197,41 @@ class RedisRouter:
         with contextlib.suppress(RedisError, OSError):
             await pubsub.aclose()
 
+    async def _dispatch_safely(self, channel: bytes, data: bytes) -> None:
+        """One bad message must not end the subscription (the node would silently stop hearing
+        deliveries and revocations): log it, at most once per ``_LOG_EVERY`` seconds, go on.
+        Dispatching never reads the subscription, so no error here is about the connection."""
+        try:
+            await self._dispatch(channel, data)
+        except Exception as exc:
+            self._failures += 1
+            now = time.monotonic()
+            if now - self._failure_logged_at >= _LOG_EVERY:
+                self._failure_logged_at = now
+                logger.warning(
+                    "a message on %s could not be handled (%d so far), skipped: %s",
+                    channel,
+                    self._failures,
+                    exc,
+                    exc_info=not isinstance(exc, ValueError),  # a bug, not bad input: show where
+                )
+
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == EVENTS_CHANNEL:
             try:
                 event = event_from_json(data)
-            except ValueError:
-                logger.warning("ignored a malformed control event on %s", channel)
-                return
+            except ValueError as exc:
+                raise ValueError(f"malformed control event: {exc}") from None
             if self._on_event is not None:
                 await self._on_event(event)
             return
-        key, sep, payload = data.partition(_SEP)
-        address = _parse_address(key) if sep else None
-        stream = None if address is None else self._hub.get(address)
-        if stream is not None:
-            stream.push(payload)
+        parts = data.split(_SEP, 2)
+        if len(parts) != 3:
+            raise ValueError("malformed delivery: no stream id and address")
+        stream_id, key, payload = parts
+        address = _parse_address(key)
+        if address is not None:
+            push_to_stream(self._hub, address, stream_id.decode("ascii", "replace"), payload)
 
     # -- presence ----------------------------------------------------------------------------------
 
@@ -305,14 +331,12 @@ class RedisRouter:
 
     async def deliver(self, target: Presence, payload: bytes) -> bool:
         if target.node_id == self.node_id:
-            stream = self._hub.get(target.address)
-            return stream is not None and stream.push(payload)
+            return push_to_stream(self._hub, target.address, target.stream_id, payload)
         a = target.address
         key = f"{a.project_id}:{a.group_id}:{a.peer_id}:{a.conn_id}".encode()
+        envelope = _SEP.join((target.stream_id.encode(), key, payload))
         async with _redis_errors("delivering a message"):
-            receivers: int = await self._client.publish(
-                _node_channel(target.node_id), key + _SEP + payload
-            )
+            receivers: int = await self._client.publish(_node_channel(target.node_id), envelope)
         return receivers > 0  # 0: the node is gone; its presence expires soon
 
     async def publish_event(self, event: ControlEvent) -> None:

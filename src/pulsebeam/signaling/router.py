@@ -19,7 +19,7 @@ from pulsebeam.auth import PeerPolicy
 from pulsebeam.control.events import ControlEvent
 from pulsebeam.signaling.streams import Address, Hub, Stream
 
-__all__ = ["EventHandler", "LocalRouter", "Presence", "Router", "new_node_id"]
+__all__ = ["EventHandler", "LocalRouter", "Presence", "Router", "new_node_id", "push_to_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,13 @@ class Presence:
         return cls(stream.address, stream.policy, stream.opened_at, node_id, stream.stream_id)
 
 
+def push_to_stream(hub: Hub, address: Address, stream_id: str, payload: bytes) -> bool:
+    """Queue ``payload`` on this node's stream at ``address`` only if it is still the stream
+    ``stream_id`` that the sender resolved and policy-checked; False otherwise."""
+    stream = hub.get(address)
+    return stream is not None and stream.stream_id == stream_id and stream.push(payload)
+
+
 class Router(Protocol):
     node_id: str
 
@@ -66,7 +73,12 @@ class Router(Protocol):
         """Every live connection of a group (for the ``Join`` broadcast)."""
 
     async def deliver(self, target: Presence, payload: bytes) -> bool:
-        """Queue an encoded ``RecvResp`` on the target's stream; False if it is gone."""
+        """Queue an encoded ``RecvResp`` on the target's stream; False if it is gone.
+
+        Only the very stream that was resolved (``target.stream_id``) gets it: the policy check
+        was made against that stream's token, and a newer stream of the same connection may hold
+        another token and policy. A message that finds a newer stream is dropped (the SDK resends
+        reliable signals)."""
 
     async def publish_event(self, event: ControlEvent) -> None:
         """Run ``event`` on every node, this one included."""
@@ -110,8 +122,7 @@ class LocalRouter:
         ]
 
     async def deliver(self, target: Presence, payload: bytes) -> bool:
-        stream = self._hub.get(target.address)
-        return stream is not None and stream.push(payload)
+        return push_to_stream(self._hub, target.address, target.stream_id, payload)
 
     async def publish_event(self, event: ControlEvent) -> None:
         if self._on_event is None:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pulsebeam import proto
 from pulsebeam.auth import TokenVerifier, VerifiedToken, decode_unverified, validate_id
@@ -47,6 +48,11 @@ IceServerSource = Callable[[str, str, int], Sequence[IceServer]]
 """(key id, project id, token expiry) -> the ICE servers ``Prepare`` hands out."""
 
 MAX_RESERVED_CONN_ID = 16
+MAX_ANALYTICS_ENTRIES = 1000
+"""Most reports, and most metrics in all, one ``AnalyticsReport`` call may carry."""
+PATH_BY_CONNECTION_TYPE = {1: "direct", 2: "direct", 3: "relay", 4: "relay", 5: "relay"}
+"""``ice_connection_type`` codes (docs/browser-sdk.md: direct UDP/TCP, relay UDP/TCP/TLS) -> the
+connection log's path; the protocol leaves the numbers open, so unknown codes log no path."""
 _PING = proto.RecvResp(msg=proto.Message(payload=proto.MessagePayload(ping=proto.Ping())))
 PING_BYTES = _PING.SerializeToString()
 _MAX_SEEN_PAIRS = 100_000
@@ -65,6 +71,14 @@ class Caller:
             "group": self.token.group_id,
             "peer": self.token.peer_id,
         }
+
+
+def _no_stream(dst: Address) -> NotFoundError:
+    return NotFoundError(
+        f"peer {dst.group_id}/{dst.peer_id}"
+        + (f" connection {dst.conn_id}" if dst.conn_id else "")
+        + " has no open Recv stream"
+    )
 
 
 def _peer_info(address: Address) -> proto.PeerInfo:
@@ -100,7 +114,9 @@ class SignalingService:
         self._ice_servers = ice_servers
         self._leeway = token_leeway_secs
         self._on_key_deleted = on_key_deleted
-        self._limiter = RateLimiter(config.send_rate, config.send_burst)
+        self._send_limiter = RateLimiter(config.send_rate, config.send_burst)
+        self._recv_limiter = RateLimiter(config.recv_rate, config.recv_burst)
+        self._analytics_limiter = RateLimiter(config.analytics_rate, config.analytics_burst)
         self._seen_pairs: collections.OrderedDict[tuple[Address, Address], None] = (
             collections.OrderedDict()
         )
@@ -127,17 +143,35 @@ class SignalingService:
         project_id = self._keys.project_of(claims.key_id)
         if project_id is None:  # deleted between verify and here
             raise UnknownKeyError(f"token key {claims.key_id} is unknown or has been deleted")
-        ban = self._bans.matching(project_id, claims.group_id, claims.peer_id)
-        if ban is not None:
-            raise PermissionDeniedError(
-                f"peer {claims.group_id}/{claims.peer_id} is banned from this project"
-            )
+        caller = Caller(claims, project_id)
+        self._check_live(caller)
         self._recorder.key_used(claims.key_id)
-        return Caller(claims, project_id)
+        return caller
+
+    def _check_live(self, caller: Caller) -> None:
+        """Refuse a caller whose key was deleted or who was banned since it was authenticated.
+
+        The transport authenticates before it reads the request body, and a handler may await
+        (the router, the body) before it acts: a ``KeyDeleted`` or ``BanAdded`` event can run in
+        between. Handlers call this after their last such await, before they act.
+        """
+        token = caller.token
+        if self._keys.project_of(token.key_id) != caller.project_id:
+            raise UnknownKeyError(f"token key {token.key_id} is unknown or has been deleted")
+        if self._bans.matching(caller.project_id, token.group_id, token.peer_id) is not None:
+            raise PermissionDeniedError(
+                f"peer {token.group_id}/{token.peer_id} is banned from this project"
+            )
+
+    @staticmethod
+    def _peer_key(caller: Caller) -> tuple[str, str, str]:
+        """The rate limiters' key: the token's identity, which the caller cannot vary at will."""
+        return (caller.project_id, caller.token.group_id, caller.token.peer_id)
 
     # -- Prepare ------------------------------------------------------------------------------
 
     async def prepare(self, caller: Caller, request: proto.PrepareReq) -> proto.PrepareResp:
+        self._check_live(caller)
         servers = self._ice_servers(caller.token.key_id, caller.project_id, caller.token.expires_at)
         response = proto.PrepareResp()
         for server in servers:
@@ -191,26 +225,22 @@ class SignalingService:
                 f"your token's allow policy {caller.token.policy} does not reach"
                 f" {dst.group_id}/{dst.peer_id}"
             )
-        if not self._limiter.allow(src):
+        if not self._send_limiter.allow(self._peer_key(caller)):
             self._metrics.message("rate_limited")
             raise ResourceExhaustedError(
-                f"connection {src.conn_id} sends faster than {self._config.send_rate:g}"
-                " messages/s: slow down and retry"
+                f"peer {src.group_id}/{src.peer_id} sends faster than"
+                f" {self._config.send_rate:g} messages/s: slow down and retry"
             )
         target = await self._router.resolve(dst)
+        self._check_live(caller)  # the last await before delivery is behind us
         if target is None or target.address == src:
             self._metrics.message("not_found")
-            raise NotFoundError(
-                f"peer {dst.group_id}/{dst.peer_id}"
-                + (f" connection {dst.conn_id}" if dst.conn_id else "")
-                + " has no open Recv stream"
-            )
+            raise _no_stream(dst)
         if not target.policy.allows(src.group_id, src.peer_id):
+            # Answered exactly as an absent peer: a refusal would tell the sender that a peer
+            # who hides from it is online.
             self._metrics.message("denied")
-            raise PermissionDeniedError(
-                f"peer {dst.group_id}/{dst.peer_id}'s allow policy does not accept messages"
-                " from you"
-            )
+            raise _no_stream(dst)
         payload = proto.RecvResp(msg=msg).SerializeToString()
         if not await self._router.deliver(target, payload):
             self._metrics.message("not_found")
@@ -268,44 +298,77 @@ class SignalingService:
     # -- Recv -----------------------------------------------------------------------------------
 
     async def open_stream(self, caller: Caller, request: proto.RecvReq) -> Stream:
-        """Register the caller's stream and announce it (``Join``) to the peers that may see it."""
+        """Register the caller's stream and announce it (``Join``) to the peers that may see it.
+
+        The caller must hand the stream to :meth:`pump`, or to :meth:`release` if it cannot.
+        """
         if self._stopping:
             raise UnavailableError("server is shutting down; reconnect to another node")
         if not request.HasField("src"):
             raise InvalidArgumentError("RecvReq.src is required")
         address = self._own_address(caller, request.src, "src")
-        replacing = self._hub.get(address) is not None
-        if not replacing and self._hub.count(caller.project_id) >= (
-            self._config.max_streams_per_project
-        ):
+        self._check_live(caller)  # before any side effect (registering replaces a live stream)
+        config = self._config
+        who = f"peer {address.group_id}/{address.peer_id}"
+        if not self._recv_limiter.allow(self._peer_key(caller)):
             raise ResourceExhaustedError(
-                f"the project has {self._config.max_streams_per_project} open streams on this"
-                " node, its limit"
+                f"{who} opens Recv streams faster than {config.recv_rate:g}/s: slow down and retry"
             )
+        replacing = self._hub.get(address) is not None
+        if not replacing:
+            if self._hub.count(caller.project_id) >= config.max_streams_per_project:
+                raise ResourceExhaustedError(
+                    f"the project has {config.max_streams_per_project} open streams on this"
+                    " node, its limit"
+                )
+            peer_streams = self._hub.count_peer(*self._peer_key(caller))
+            if peer_streams >= config.max_streams_per_peer:
+                raise ResourceExhaustedError(
+                    f"{who} has {peer_streams} open streams on this node, the limit per peer:"
+                    " close one (or reopen an existing conn_id) first"
+                )
         stream = Stream(
             address=address,
             key_id=caller.token.key_id,
             policy=caller.token.policy,
             expires_at=caller.token.expires_at + self._leeway,
-            queue_limit=self._config.stream_queue,
+            queue_limit=config.stream_queue,
         )
-        await self._router.register(stream)
-        self._metrics.streams.set(len(self._hub))
-        self._recorder.stream_opened(
-            caller.project_id, address.group_id, address.peer_id, self._hub.count(caller.project_id)
-        )
-        logger.info(
-            "stream opened %s",
-            address,
-            extra={**caller.log_fields(), "conn": address.conn_id, "replaced": replacing},
-        )
-        if not replacing:
-            await self._announce(stream)
+        try:
+            await self._router.register(stream)
+            # Registering may await (Redis): the key or a ban may have changed meanwhile.
+            self._check_live(caller)
+            self._metrics.streams.set(len(self._hub))
+            self._recorder.stream_opened(
+                caller.project_id,
+                address.group_id,
+                address.peer_id,
+                self._hub.count(caller.project_id),
+            )
+            logger.info(
+                "stream opened %s",
+                address,
+                extra={**caller.log_fields(), "conn": address.conn_id, "replaced": replacing},
+            )
+            if not replacing:
+                await self._announce(stream)
+        except BaseException:
+            # Nobody will pump this stream: leaving it registered would keep a ghost that
+            # counts toward the caps and that other nodes still see.
+            await self._router.unregister(stream)
+            self._metrics.streams.set(len(self._hub))
+            raise
         return stream
 
     async def _announce(self, stream: Stream) -> None:
+        """Best effort: a peer that misses this ``Join`` still finds the stream by its own."""
         me = stream.address
-        for other in await self._router.group(me.project_id, me.group_id):
+        try:
+            others = await self._router.group(me.project_id, me.group_id)
+        except Exception:
+            logger.warning("Join of %s not broadcast: group lookup failed", me, exc_info=True)
+            return
+        for other in others:
             them = other.address
             if them.peer_id == me.peer_id:
                 continue
@@ -330,7 +393,7 @@ class SignalingService:
         self, stream: Stream, *, max_age: float | None = None
     ) -> AsyncGenerator[bytes, None]:
         """The stream's encoded ``RecvResp`` messages until it ends; ``stream.closed`` then says
-        why (expiry, rotation, revocation, ban, overflow, shutdown). Unregisters at the end."""
+        why (expiry, rotation, revocation, ban, overflow, shutdown). Releases it at the end."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         expiry = now + (stream.expires_at - time.time())
@@ -356,40 +419,65 @@ class SignalingService:
                         next_ping = loop.time() + interval
                         yield item
         finally:
-            await self._router.unregister(stream)
-            self._metrics.streams.set(len(self._hub))
-            closed = stream.closed
-            code = closed.status.name if closed is not None else "CANCELLED"
-            self._metrics.stream_closes.labels(code).inc()
-            logger.info(
-                "stream closed %s: %s",
-                stream.address,
-                code,
-                extra={
-                    "project": stream.address.project_id,
-                    "group": stream.address.group_id,
-                    "peer": stream.address.peer_id,
-                    "conn": stream.address.conn_id,
-                },
-            )
+            await self.release(stream)
+
+    async def release(self, stream: Stream) -> None:
+        """Unregister an opened stream and count how it ended (once per stream)."""
+        await self._router.unregister(stream)
+        self._metrics.streams.set(len(self._hub))
+        closed = stream.closed
+        code = closed.status.name if closed is not None else "CANCELLED"
+        self._metrics.stream_closes.labels(code).inc()
+        logger.info(
+            "stream closed %s: %s",
+            stream.address,
+            code,
+            extra={
+                "project": stream.address.project_id,
+                "group": stream.address.group_id,
+                "peer": stream.address.peer_id,
+                "conn": stream.address.conn_id,
+            },
+        )
 
     # -- AnalyticsReport ------------------------------------------------------------------------
 
     async def analytics_report(
         self, caller: Caller, request: proto.AnalyticsReportReq
     ) -> proto.AnalyticsReportResp:
-        now = self._recorder.now()
-        for report in request.reports:
+        self._check_live(caller)
+        token = caller.token
+        if not self._analytics_limiter.allow(self._peer_key(caller)):
+            raise ResourceExhaustedError(
+                f"peer {token.group_id}/{token.peer_id} sends analytics reports faster than"
+                f" {self._config.analytics_rate:g}/s: send fewer, larger batches"
+            )
+        reports = request.reports
+        metrics = sum(len(report.metrics) for report in reports)
+        if max(len(reports), metrics) > MAX_ANALYTICS_ENTRIES:
+            raise ResourceExhaustedError(
+                f"an AnalyticsReport carries at most {MAX_ANALYTICS_ENTRIES} reports and"
+                f" {MAX_ANALYTICS_ENTRIES} metrics in all (got {len(reports)} reports,"
+                f" {metrics} metrics): split it"
+            )
+        for i, report in enumerate(reports):  # all checked before anything is recorded
             src = report.tags.src
             if report.tags.HasField("src") and (src.group_id, src.peer_id) != (
-                caller.token.group_id,
-                caller.token.peer_id,
+                token.group_id,
+                token.peer_id,
             ):
                 raise PermissionDeniedError(
                     "an analytics report's tags.src must be the token's own group and peer"
                 )
-        for report in request.reports:
             dst = report.tags.dst
+            if dst.group_id or dst.peer_id:
+                what = f"reports[{i}].tags.dst"
+                validate_id(dst.group_id, f"{what}.group_id")
+                validate_id(dst.peer_id, f"{what}.peer_id")
+        now = self._recorder.now()
+        for report in reports:
+            dst = report.tags.dst
+            self._log_path(caller, report, now)
             for metric in report.metrics:
                 values = {"timestamp_us": metric.timestamp_us}
                 for field, value in metric.ListFields():
@@ -399,14 +487,36 @@ class SignalingService:
                     AnalyticsEntry(
                         project_id=caller.project_id,
                         at=now,
-                        src_group=caller.token.group_id,
-                        src_peer=caller.token.peer_id,
+                        src_group=token.group_id,
+                        src_peer=token.peer_id,
                         dst_group=dst.group_id,
                         dst_peer=dst.peer_id,
                         metrics=values,
                     )
                 )
         return proto.AnalyticsReportResp()
+
+    def _log_path(self, caller: Caller, report: proto.AnalyticsReport, now: datetime) -> None:
+        """A connection-log row saying whether a reported session is direct or relayed."""
+        types = [m.ice_connection_type for m in report.metrics if m.HasField("ice_connection_type")]
+        path = PATH_BY_CONNECTION_TYPE.get(types[-1]) if types else None
+        dst = report.tags.dst
+        if path is None or not dst.peer_id:
+            return
+        self._recorder.connection(
+            ConnectionLogEntry(
+                project_id=caller.project_id,
+                at=now,
+                src_group=caller.token.group_id,
+                src_peer=caller.token.peer_id,
+                src_conn=report.tags.src.conn_id,
+                dst_group=dst.group_id,
+                dst_peer=dst.peer_id,
+                dst_conn=dst.conn_id,
+                event="report",
+                path=path,
+            )
+        )
 
     # -- control events, shutdown ---------------------------------------------------------------
 
@@ -415,16 +525,7 @@ class SignalingService:
         if isinstance(event, KeyDeleted):
             self.revoke_key(event.kid)
         elif isinstance(event, BanAdded):
-            self.apply_ban(
-                BanInfo(
-                    event.ban_id,
-                    event.project_id,
-                    event.group_pattern,
-                    event.peer_pattern,
-                    "",
-                    None,
-                )
-            )
+            self.apply_ban(event.ban())  # with its expiry: a temporary ban ends on every node
         elif isinstance(event, BanRemoved):
             self._bans.remove(event.project_id, event.ban_id)
             logger.info("ban %s lifted", event.ban_id, extra={"project": event.project_id})

@@ -116,6 +116,7 @@ class Hub:
         self._streams: dict[Address, Stream] = {}
         self._groups: dict[tuple[str, str], set[Address]] = {}
         self._per_project: collections.Counter[str] = collections.Counter()
+        self._per_peer: collections.Counter[tuple[str, str, str]] = collections.Counter()
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -125,6 +126,9 @@ class Hub:
 
     def count(self, project_id: str) -> int:
         return self._per_project[project_id]
+
+    def count_peer(self, project_id: str, group_id: str, peer_id: str) -> int:
+        return self._per_peer[(project_id, group_id, peer_id)]
 
     def get(self, address: Address) -> Stream | None:
         return self._streams.get(address)
@@ -137,6 +141,7 @@ class Hub:
             old.close(GrpcStatus.OK, "replaced by a newer Recv of the same connection")
         else:
             self._per_project[address.project_id] += 1
+            self._per_peer[_peer_key(address)] += 1
             self._groups.setdefault((address.project_id, address.group_id), set()).add(address)
         self._streams[address] = stream
         return old
@@ -155,13 +160,22 @@ class Hub:
         self._per_project[address.project_id] -= 1
         if self._per_project[address.project_id] <= 0:
             del self._per_project[address.project_id]
+        peer = _peer_key(address)
+        self._per_peer[peer] -= 1
+        if self._per_peer[peer] <= 0:
+            del self._per_peer[peer]
         return True
 
     def group(self, project_id: str, group_id: str) -> list[Stream]:
         return [self._streams[a] for a in self._groups.get((project_id, group_id), ())]
 
     def newest(self, project_id: str, group_id: str, peer_id: str) -> Stream | None:
-        candidates = [s for s in self.group(project_id, group_id) if s.address.peer_id == peer_id]
+        """The peer's newest open stream (a closed one may linger until its writer unregisters)."""
+        candidates = [
+            s
+            for s in self.group(project_id, group_id)
+            if s.address.peer_id == peer_id and s.closed is None
+        ]
         return max(candidates, key=lambda s: s.opened_at, default=None)
 
     def close_where(
@@ -174,3 +188,7 @@ class Hub:
                 stream.close(status, message)
                 closed += 1
         return closed
+
+
+def _peer_key(address: Address) -> tuple[str, str, str]:
+    return (address.project_id, address.group_id, address.peer_id)

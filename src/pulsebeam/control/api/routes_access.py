@@ -84,7 +84,7 @@ async def add_ban(
         reason=body.reason,
         expires_at=body.expires_at,
     )
-    await publish(request, BanAdded(ban.id, ban.project_id, ban.group_pattern, ban.peer_pattern))
+    await publish(request, BanAdded.of(ban))
     return BanOut.of(ban)
 
 
