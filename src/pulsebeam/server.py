@@ -393,6 +393,9 @@ async def _serve_uvicorn(node: Node, sock: socket.socket, stop: asyncio.Event) -
         access_log=False,
         timeout_graceful_shutdown=int(node.config.http.shutdown_timeout_secs) or 1,
         server_header=False,
+        # The client address feeds per-address sign-in throttling: never let a caller choose it
+        # with X-Forwarded-For (uvicorn trusts it from loopback by default).
+        proxy_headers=False,
     )
     config.load()
     server = uvicorn.Server(config)

@@ -3,6 +3,7 @@ rules, events, filters and paging. Each refused request is checked to have chang
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -130,6 +131,49 @@ async def test_sign_in_failures_are_refused_then_throttled(
     assert throttled.status_code == 429
     assert "too many failed sign-ins" in throttled.text
     assert (await client.get("/console/projects")).status_code == 303  # still signed out
+
+
+async def test_pre_sign_in_forms_need_the_csrf_cookie(
+    console: ConsoleUnderTest, client: httpx.AsyncClient
+) -> None:
+    """Login CSRF: a form posted from another site carries neither our pre-sign-in cookie nor
+    its value; an empty field must not match the absent cookie (else the attacker signs the
+    victim in to the attacker's account, or finishes setup with the attacker's)."""
+    url = await announce_first_run(console.app, "http://127.0.0.1/console")
+    assert url is not None
+    setup = {
+        "token": url.split("token=")[1],
+        "email": "mallory@example.com",
+        "password": PASSWORD,
+        "password2": PASSWORD,
+    }
+    for fields in ({}, {"csrf": ""}):
+        refused = await client.post("/console/setup", data={**setup, **fields})
+        assert refused.status_code == 403
+        assert "security token" in refused.text
+    assert not await console.store.has_accounts()
+    await console.store.create_first_account("mallory@example.com", PASSWORD)
+    login = {"email": "mallory@example.com", "password": PASSWORD, "next": ""}
+    for fields in ({}, {"csrf": ""}):
+        refused = await client.post("/console/signin", data={**login, **fields})
+        assert refused.status_code == 403
+        assert CookieNames.for_tls(False).session not in refused.headers.get("set-cookie", "")
+    assert (await client.get("/console/projects")).status_code == 303  # still signed out
+
+
+async def test_concurrent_sign_ins_cannot_outrun_the_throttle(
+    console: ConsoleUnderTest, client: httpx.AsyncClient
+) -> None:
+    await console.store.create_first_account("owner@example.com", PASSWORD)
+    page = await client.get("/console/signin")
+    form = {"csrf": csrf_of(page.text), "email": "owner@example.com", "next": ""}
+    answers = await asyncio.gather(
+        *(
+            client.post("/console/signin", data={**form, "password": f"wrong password {n}"})
+            for n in range(8)
+        )
+    )
+    assert sorted(r.status_code for r in answers) == [401] * 5 + [429] * 3
 
 
 async def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -132,7 +133,7 @@ async def test_a_success_clears_the_account_counter() -> None:
     now = [0.0]
     throttle = LoginThrottle(per_account=2, per_address=100, window_secs=10, clock=lambda: now[0])
     throttle.failed("a@example.com", "1.2.3.4")
-    throttle.succeeded("A@example.com")
+    throttle.succeeded("A@example.com", "1.2.3.4")
     throttle.failed("a@example.com", "1.2.3.4")
     throttle.check("a@example.com", "1.2.3.4")  # one failure since the success: allowed
     throttle.failed("a@example.com", "1.2.3.4")
@@ -197,3 +198,58 @@ async def test_change_password(alice: ApiClient) -> None:
     assert done.status_code == 204
     assert (await alice.call("GET", "/session")).status_code == 401  # signed out everywhere
     assert (await alice.sign_in("alice@example.com", "a brand new secret")).status_code == 200
+
+
+async def test_concurrent_sign_ins_cannot_outrun_the_throttle(
+    sqlite_store: Store, events: EventLog
+) -> None:
+    """Attempts sent at once all wait on the password hash: each must count from the start, or
+    every one of them passes the check before any failure is recorded."""
+    await sqlite_store.create_account("a@example.com", PASSWORD, Actor.admin_cli())
+    throttle = LoginThrottle(per_account=3, per_address=100, window_secs=60)
+    client = ApiClient(create_api(sqlite_store, events, secure_cookies=False, throttle=throttle))
+    answers = await asyncio.gather(
+        *(client.sign_in("a@example.com", f"wrong password {n}") for n in range(12))
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [401] * 3 + [429] * 9
+    assert (await client.sign_in("a@example.com")).status_code == 429
+    await client.aclose()
+
+
+async def test_successful_sign_ins_do_not_use_up_the_address_budget(
+    sqlite_store: Store, events: EventLog
+) -> None:
+    await sqlite_store.create_account("a@example.com", PASSWORD, Actor.admin_cli())
+    throttle = LoginThrottle(per_account=2, per_address=2, window_secs=60)
+    client = ApiClient(create_api(sqlite_store, events, secure_cookies=False, throttle=throttle))
+    for _ in range(5):  # e.g. a whole office behind one address
+        assert (await client.sign_in("a@example.com")).status_code == 200
+    assert (await client.sign_in("a@example.com", "wrong password!")).status_code == 401
+    assert (await client.sign_in("a@example.com")).status_code == 200
+    await client.aclose()
+
+
+async def test_guessing_the_current_password_is_throttled(
+    sqlite_store: Store, events: EventLog
+) -> None:
+    """A stolen session must not be a way to find out the password itself."""
+    await sqlite_store.create_account("a@example.com", PASSWORD, Actor.admin_cli())
+    throttle = LoginThrottle(per_account=3, per_address=100, window_secs=60)
+    client = ApiClient(create_api(sqlite_store, events, secure_cookies=False, throttle=throttle))
+    assert (await client.sign_in("a@example.com")).status_code == 200
+    change = {"new_password": "a brand new secret"}
+    for n in range(3):
+        wrong = await client.call(
+            "PUT", "/account/password", json={**change, "current_password": f"guess {n}"}
+        )
+        assert _error(wrong)[:2] == (403, "permission_denied")
+    blocked = await client.call(
+        "PUT", "/account/password", json={**change, "current_password": PASSWORD}
+    )
+    assert _error(blocked)[:2] == (429, "resource_exhausted")
+    assert "Retry-After" in blocked.headers
+    # Nothing changed: the old password still works, the session is still live.
+    assert await sqlite_store.authenticate("a@example.com", PASSWORD) is not None
+    assert (await client.call("GET", "/session")).status_code == 200
+    await client.aclose()

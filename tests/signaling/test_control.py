@@ -327,6 +327,22 @@ async def test_the_server_mounts_console_api_and_sdk(
         assert missing.json()["error"]["code"] == "not_found"
 
 
+async def test_sign_in_throttle_ignores_forwarded_for(
+    server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    # 20 failures per address per window: a caller may not pick a new address per attempt.
+    statuses = []
+    for n in range(21):
+        reply = await http.post(
+            f"{server.url}/api/v1/session",
+            json={"email": f"nobody{n}@example.test", "password": "wrong"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}", "Forwarded": f"for=198.51.100.{n}"},
+        )
+        statuses.append(reply.status_code)
+    assert statuses[:20] == [401] * 20
+    assert statuses[20] == 429
+
+
 async def test_analytics_reports_are_checked_bounded_and_rate_limited(
     server: RunningServer, project: ProjectKeys, client: ClientFactory
 ) -> None:

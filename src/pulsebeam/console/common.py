@@ -55,6 +55,7 @@ NOTICES = {
 
 MAX_FORM_BYTES = 16 * 1024  # every console form is a few short fields
 _MAX_FIELDS = 20
+_MIN_CSRF = 24  # every CSRF token we issue is longer (token_urlsafe(24) or more)
 
 
 @dataclass(slots=True)
@@ -167,9 +168,13 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 def check_csrf(form: dict[str, str], expected: str) -> None:
-    """Every form carries its CSRF token in the ``csrf`` field; compared in constant time."""
+    """Every form carries its CSRF token in the ``csrf`` field; compared in constant time.
+
+    ``expected`` may come from the pre-sign-in cookie, which a cross-site form post does not
+    carry: an empty or short one is refused, else an empty field would match an absent cookie.
+    """
     sent = form.get("csrf", "")
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
+    if len(expected) < _MIN_CSRF or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise PermissionDeniedError(
             "the form's security token is missing or stale: reload the page and try again"
         )

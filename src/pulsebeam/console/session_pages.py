@@ -146,16 +146,15 @@ async def sign_in_submit(request: Request) -> Response:
     context = {"title": "Sign in", "email": email, "next": form.get("next", "")}
     address = _address(request)
     try:
-        console.throttle.check(email, address)
+        console.throttle.attempt(email, address)  # counted as a failure until it succeeds
         account = await console.store.authenticate(email, password)
         if account is None:
-            console.throttle.failed(email, address)
             raise TokenError("wrong email or password")
     except PulseBeamError as exc:
         return _login_form(
             request, "signin.html", {**context, "error": str(exc)}, status=exc.http_status
         )
-    console.throttle.succeeded(email)
+    console.throttle.succeeded(email, address)
     return await _start_session(request, account, _safe_next(request, form.get("next", "")))
 
 

@@ -1,6 +1,11 @@
 """Sign-in throttling: too many failures per account or per client address in a window gets a
 429 until the oldest failure leaves the window.
 
+Callers use :meth:`LoginThrottle.attempt` *before* checking the password and
+:meth:`LoginThrottle.succeeded` after a success: an attempt counts as a failure from the start,
+so many sign-ins sent at once (all waiting on the slow password hash) cannot each pass the check
+before any failure is recorded.
+
 Written by hand: the few rate-limit libraries around are built for per-route request quotas
 behind Redis, not for counting only failed sign-ins per two keys. The state is per process
 (documented): behind several nodes an attacker gets a multiple of the budget, still bounded.
@@ -60,6 +65,14 @@ class _Window:
     def clear(self, key: str) -> None:
         self._hits.pop(key, None)
 
+    def undo(self, key: str) -> None:
+        """Take back the newest hit of ``key`` (an attempt that turned out to succeed)."""
+        hits = self._hits.get(key)
+        if hits:
+            hits.pop()
+            if not hits:
+                del self._hits[key]
+
 
 class LoginThrottle:
     def __init__(
@@ -93,5 +106,13 @@ class LoginThrottle:
         self._accounts.add(email.strip().lower(), now)
         self._addresses.add(address, now)
 
-    def succeeded(self, email: str) -> None:
+    def attempt(self, email: str, address: str) -> None:
+        """Start a sign-in: raise :class:`ThrottledError` if it must wait, else count it as a
+        failure until :meth:`succeeded` says otherwise (so concurrent attempts see it)."""
+        self.check(email, address)
+        self.failed(email, address)
+
+    def succeeded(self, email: str, address: str) -> None:
+        """The attempt succeeded: clear the account's failures and take back the address's."""
         self._accounts.clear(email.strip().lower())
+        self._addresses.undo(address)

@@ -38,12 +38,11 @@ async def sign_in(
 ) -> SessionOut:
     throttle: LoginThrottle = request.app.state.throttle
     address = _address(request)
-    throttle.check(body.email, address)
+    throttle.attempt(body.email, address)  # counted as a failure until it succeeds
     account = await store.authenticate(body.email, body.password)
     if account is None:
-        throttle.failed(body.email, address)
         raise TokenError("wrong email or password")
-    throttle.succeeded(body.email)
+    throttle.succeeded(body.email, address)
     session = await store.create_session(account)
     cookies: CookieNames = request.app.state.cookies
     cookies.set(response, session, utcnow())
@@ -99,9 +98,17 @@ async def sign_up(body: Credentials, request: Request, store: StoreDep) -> Accou
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change your password (signs out every session)",
 )
-async def change_password(body: PasswordChange, who: CurrentCaller, store: StoreDep) -> None:
+async def change_password(
+    body: PasswordChange, who: CurrentCaller, store: StoreDep, request: Request
+) -> None:
+    # Throttled like sign-in: a stolen session or API token must not be a way to guess the
+    # password itself (people reuse passwords).
+    throttle: LoginThrottle = request.app.state.throttle
+    address = _address(request)
+    throttle.attempt(who.account.email, address)
     if await store.authenticate(who.account.email, body.current_password) is None:
         raise PermissionDeniedError("the current password is wrong")
+    throttle.succeeded(who.account.email, address)
     await store.change_password(who.account.id, body.new_password, who.actor)
 
 
