@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import struct
 import time
@@ -90,6 +91,7 @@ class RateLimiter:
         self._max_keys = max_keys
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._pruned_at = -math.inf
 
     def allow(self, key: str) -> bool:
         now = self._clock()
@@ -99,8 +101,18 @@ class RateLimiter:
             self._buckets[key] = (tokens, now)
             return False
         if len(self._buckets) >= self._max_keys and key not in self._buckets:
-            # Bounded memory under a flood of sources: full buckets carry no information.
-            self._buckets = {k: v for k, v in self._buckets.items() if v[0] < self._burst}
+            # Bounded memory under a flood of sources: keep only the sources being refused
+            # right now (tokens refilled to this instant); when even those fill the table, a new
+            # source is refused too (fail closed) rather than tracked. At most one such O(n)
+            # pass per refill period, so a flood cannot turn it into a CPU sink.
+            if now - self._pruned_at < 1.0 / self._rate:
+                return False
+            self._pruned_at = now
+            self._buckets = {
+                k: (t, s) for k, (t, s) in self._buckets.items() if t + (now - s) * self._rate < 1.0
+            }
+            if len(self._buckets) >= self._max_keys:
+                return False
         self._buckets[key] = (tokens - 1.0, now)
         return True
 
@@ -123,6 +135,9 @@ class Authenticator:
         self._nonce_ttl = nonce_ttl_secs
         self._clock = clock
         self._nonce_key = os.urandom(32)
+
+    def key_is_live(self, key_id: str) -> bool:
+        return self._key_is_live(key_id)
 
     def challenge_attributes(self, client_ip: str) -> list[tuple[int, bytes]]:
         return [

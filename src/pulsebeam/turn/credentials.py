@@ -75,7 +75,10 @@ def mint_credential(secret: bytes, key_id: str, project_id: str, expires_at: int
 def parse_username(username: str) -> tuple[int, str, str]:
     """``"expiry:kid:project"`` -> (expiry, kid, project) or :class:`CredentialError`."""
     parts = username.split(":")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1] or not parts[2]:
+    # isascii: str.isdigit() accepts digits such as "²" that int() refuses.
+    if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
+        raise CredentialError(f"TURN username {username!r} is not <expiry>:<key id>:<project id>")
+    if not parts[1] or not parts[2]:
         raise CredentialError(f"TURN username {username!r} is not <expiry>:<key id>:<project id>")
     return int(parts[0]), parts[1], parts[2]
 

@@ -43,7 +43,7 @@ from pulsebeam.turn.metrics import TurnMetrics
 from pulsebeam.turn.peerfilter import PeerFilter
 from pulsebeam.turn.stun import Attr, Message, MessageClass, Method, StunDecodeError, parse_message
 
-__all__ = ["DEFAULT_LIFETIME", "RequestHandler"]
+__all__ = ["DEFAULT_LIFETIME", "MAX_PERMISSIONS", "RequestHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ DEFAULT_LIFETIME = 600  # seconds, RFC 8656 section 3.2
 PERMISSION_LIFETIME = 300.0  # RFC 8656 section 9
 CHANNEL_LIFETIME = 600.0  # RFC 8656 section 12
 SOFTWARE = b"pulsebeam"
+# A 420 names at most this many unknown attributes: one datagram can carry thousands, and
+# listing them all would overflow the answer and amplify an unauthenticated request.
+MAX_UNKNOWN_LISTED = 8
+# Peers one allocation may be permitted to reach: a client needs a handful (its peer's
+# candidates); without a cap, CreatePermission requests could grow the table without end.
+MAX_PERMISSIONS = 1000
 _TURN_METHODS = frozenset(
     {Method.ALLOCATE, Method.REFRESH, Method.CREATE_PERMISSION, Method.CHANNEL_BIND}
 )
@@ -86,6 +92,9 @@ class RequestHandler:
         self._max_lifetime = max_lifetime
         self._max_session = max_session
         self._tasks: set[asyncio.Task[None]] = set()
+        # The server's own UDP listener as a peer (set by TurnServer.start): relaying into it
+        # would let a client talk TURN to us from our own relay address.
+        self.own_addresses: frozenset[Address] = frozenset()
 
     async def cancel_pending(self) -> None:
         for task in list(self._tasks):
@@ -163,7 +172,7 @@ class RequestHandler:
 
     @staticmethod
     def _check_unknown(msg: Message) -> None:
-        unknown = msg.unknown_required()
+        unknown = msg.unknown_required()[:MAX_UNKNOWN_LISTED]
         if unknown:
             names = ", ".join(f"0x{t:04x}" for t in unknown)
             raise _Reject(420, f"Unknown Attribute: {names}", unknown)
@@ -279,6 +288,12 @@ class RequestHandler:
         if not link.alive:  # the TCP/TLS connection closed while the relay was being bound
             self._manager.remove(allocation)
             return
+        if not self._auth.key_is_live(identity.key_id):
+            # Revoked while the relay was being bound, when revoke_key could not see it yet.
+            self._manager.remove(allocation)
+            extra = self._auth.challenge_attributes(link.five_tuple[1][0])
+            self._error(msg, link, 401, "API key revoked or unknown", None, extra)
+            return
         tid = msg.transaction_id
         attributes: list[tuple[int, bytes]] = [
             (Attr.XOR_RELAYED_ADDRESS, encode_xor_address(allocation.relayed_address, tid)),
@@ -313,12 +328,21 @@ class RequestHandler:
             raise _Reject(443, "Peer Address Family Mismatch: the relay is IPv4")
         return peer
 
+    @staticmethod
+    def _check_room(allocation: Allocation, hosts: set[str]) -> None:
+        added = len(hosts - allocation.permissions.keys())
+        if added and len(allocation.permissions) + added > MAX_PERMISSIONS:
+            raise _Reject(
+                508, f"Insufficient Capacity: at most {MAX_PERMISSIONS} permissions per allocation"
+            )
+
     def _create_permission(self, msg: Message, link: ClientLink, identity: Identity) -> None:
         allocation = self._allocation_of(link, identity)
         values = msg.get_all(Attr.XOR_PEER_ADDRESS)
         if not values:
             raise _Reject(400, "Bad Request: XOR-PEER-ADDRESS is required")
         peers = [self._peer(msg, value) for value in values]  # all or nothing
+        self._check_room(allocation, {host for host, _port in peers})
         deadline = time.monotonic() + PERMISSION_LIFETIME
         for host, _port in peers:
             allocation.add_permission(host, deadline)
@@ -334,12 +358,16 @@ class RequestHandler:
         if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
             raise _Reject(400, f"Bad Request: channel 0x{channel:04x} outside 0x4000-0x7FFF")
         peer = self._peer(msg, raw_peer)
+        if peer in self.own_addresses:
+            self._metrics.refused_peers.inc()
+            raise _Reject(403, "Forbidden: the TURN server's own listener")
         bound = allocation.channels.get(channel)
         if bound is not None and bound != peer:
             raise _Reject(400, "Bad Request: the channel is bound to another peer")
         other = allocation.peer_channels.get(peer)
         if other is not None and other != channel:
             raise _Reject(400, "Bad Request: the peer is bound to another channel")
+        self._check_room(allocation, {peer[0]})
         now = time.monotonic()
         allocation.bind_channel(channel, peer, now + CHANNEL_LIFETIME, now + PERMISSION_LIFETIME)
         self._reply(msg, link, [], identity)
@@ -353,4 +381,5 @@ class RequestHandler:
             peer = decode_xor_address(raw_peer, msg.transaction_id)
         except StunDecodeError:
             return
-        allocation.from_client_send(peer, data)
+        if peer not in self.own_addresses:
+            allocation.from_client_send(peer, data)

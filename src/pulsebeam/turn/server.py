@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -60,6 +61,9 @@ class TurnServer:
     """One STUN/TURN server; see the module docstring."""
 
     tcp_idle_timeout = 30.0  # seconds a TCP/TLS connection may stay open without an allocation
+    # Open TCP/TLS connections per client IP: each holds a file descriptor, and without a cap
+    # one host could exhaust them for every listener of the process (HTTP included).
+    max_connections_per_ip = 256
 
     def __init__(
         self,
@@ -82,8 +86,9 @@ class TurnServer:
         self.peer_filter = PeerFilter(
             allow=config.allow_peers, deny=config.deny_peers, allow_loopback=config.allow_loopback
         )
+        self._relay_host = _relay_ip(config)
         self.manager = AllocationManager(
-            relay_ip=_relay_ip(config),
+            relay_ip=self._relay_host,
             relay_ports=config.relay_ports,
             user_quota=config.user_quota,
             project_quota=config.project_quota,
@@ -105,6 +110,7 @@ class TurnServer:
         self._tcp: asyncio.Server | None = None
         self._tls: asyncio.Server | None = None
         self._connections: set[StreamConnection] = set()
+        self._per_ip: Counter[str] = Counter()
         self._sweeper: asyncio.Task[None] | None = None
         self.udp_address: Address | None = None
         self.tcp_address: Address | None = None
@@ -130,6 +136,8 @@ class TurnServer:
         else:
             raise OSError(f"no port free for both UDP and TCP on {listen.host}")
         self.udp_address = udp.address
+        hosts = {self._relay_host, "127.0.0.1", listen.host}
+        self._handler.own_addresses = frozenset((host, udp.address[1]) for host in hosts)
         self.tcp_address = self._sockname(self._tcp)
         if self.config.tls_listen is not None:
             tls = self.config.tls_listen
@@ -156,11 +164,13 @@ class TurnServer:
         loop = asyncio.get_running_loop()
 
         def factory() -> StreamConnection:
-            connection = StreamConnection(
-                self._handler, kind, self._connection_lost, self.tcp_idle_timeout
+            return StreamConnection(
+                self._handler,
+                kind,
+                self._connection_made,
+                self._connection_lost,
+                self.tcp_idle_timeout,
             )
-            self._connections.add(connection)
-            return connection
 
         return await loop.create_server(
             factory,
@@ -176,8 +186,23 @@ class TurnServer:
         host, port = server.sockets[0].getsockname()[:2]
         return (host, port)
 
+    def _connection_made(self, connection: StreamConnection) -> None:
+        ip = connection.five_tuple[1][0]
+        if self._per_ip[ip] >= self.max_connections_per_ip:
+            logger.debug("refused a TCP/TLS connection from %s: too many open", ip)
+            connection.close()
+            return
+        self._per_ip[ip] += 1
+        self._connections.add(connection)
+
     def _connection_lost(self, connection: StreamConnection) -> None:
+        if connection not in self._connections:
+            return  # refused at connection_made
         self._connections.discard(connection)
+        ip = connection.five_tuple[1][0]
+        self._per_ip[ip] -= 1
+        if self._per_ip[ip] <= 0:
+            del self._per_ip[ip]
         if connection.allocation is not None:
             self.manager.remove(connection.allocation)
 

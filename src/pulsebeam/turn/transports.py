@@ -95,11 +95,13 @@ class StreamConnection(asyncio.Protocol):
         self,
         handler: RequestHandler,
         kind: str,
+        on_made: Callable[[StreamConnection], None],
         on_lost: Callable[[StreamConnection], None],
         idle_timeout: float,
     ) -> None:
         self._handler = handler
         self._kind = kind
+        self._on_made = on_made
         self._on_lost = on_lost
         self._buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -115,6 +117,9 @@ class StreamConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.five_tuple = (self._kind, (peer[0], peer[1]), (local[0], local[1]))
         self.alive = True
+        # Registered here, not when created: a TLS connection whose handshake fails never
+        # gets connection_made nor connection_lost, and must not stay tracked.
+        self._on_made(self)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
