@@ -303,6 +303,7 @@ def serve_ours(port: int) -> None:
             relay_ports=PortRange(40000, 49999),
             allow_loopback=True,
             user_quota=100,
+            challenge_rate=0.0,  # every allocation starts with a challenge: do not throttle them
         )
         async with TurnServer(config, SECRET, key_is_live=lambda kid: True):
             loop = asyncio.get_running_loop()

@@ -253,6 +253,11 @@ class TurnConfig:
     auth_failure_rate: float = setting(
         5.0, "turn-401-rate", "failed-credential 401 answers per second per source IP"
     )
+    challenge_rate: float = setting(
+        50.0,
+        "turn-challenge-rate",
+        "401 challenges per second per source IP to requests without credentials (0 = no limit)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,12 @@ import ssl
 import pytest
 
 from pulsebeam.config import HostPort
+from pulsebeam.turn.attributes import decode_error_code
 from pulsebeam.turn.auth import RateLimiter
 from pulsebeam.turn.client import StunError, TurnClient
 from pulsebeam.turn.handler import MAX_PERMISSIONS
 from pulsebeam.turn.server import TurnServer
-from pulsebeam.turn.stun import Attr, Message, MessageClass, Method
+from pulsebeam.turn.stun import Attr, Message, MessageClass, Method, parse_message
 from tests.turn.conftest import KID, ServerFactory, credential
 
 
@@ -210,3 +211,54 @@ async def test_concurrent_allocates_respect_the_quota(make_server: ServerFactory
     finally:
         for client in clients:
             client.close()
+
+
+async def _bare_allocate_burst(server: TurnServer, count: int) -> list[int]:
+    """Sends ``count`` credential-less Allocates at once; the error codes that come back."""
+    client = await _client(server)
+    try:
+        for _ in range(count):
+            msg = Message(Method.ALLOCATE, MessageClass.REQUEST, os.urandom(12))
+            msg.add(Attr.REQUESTED_TRANSPORT, b"\x11\0\0\0")
+            client.send_raw(msg.encode())
+        codes = []
+        for _ in range(count):
+            try:
+                answer = parse_message(await asyncio.wait_for(client.inbox.get(), 0.5))
+            except TimeoutError:
+                break  # the rest were dropped
+            assert answer.message_class == MessageClass.ERROR
+            codes.append(decode_error_code(answer.get(Attr.ERROR_CODE) or b"")[0])
+        return codes
+    finally:
+        client.close()
+
+
+async def test_challenges_without_credentials_are_rate_limited(
+    make_server: ServerFactory,
+) -> None:
+    # A 20-byte Allocate draws a ~140-byte 401: unlimited, a spoofed source could use us as an
+    # amplifier. Past the per-source limit such requests are dropped unanswered.
+    server = await make_server(challenge_rate=5.0)  # bursts of 10
+    codes = await _bare_allocate_burst(server, 40)
+    assert set(codes) == {401}
+    # The burst of 10, plus whatever refilled (5 per second) while the burst was handled.
+    assert 10 <= len(codes) <= 13, len(codes)
+    limited = server.metrics.registry.get_sample_value("pulsebeam_turn_rate_limited_total")
+    assert limited is not None
+    assert limited >= 40 - 13
+    # A client with valid credentials still allocates (its first, credential-less request is
+    # retransmitted until the bucket has refilled; its signed requests are not limited).
+    client = await _client(server)
+    try:
+        cred = credential()
+        answer = await asyncio.wait_for(client.allocate(cred.username, cred.password), 5.0)
+        assert client.relayed_address(answer)[0] == "127.0.0.1"
+        assert len(server.manager.allocations) == 1
+    finally:
+        client.close()
+
+
+async def test_challenge_rate_zero_does_not_limit(make_server: ServerFactory) -> None:
+    server = await make_server(challenge_rate=0.0)
+    assert await _bare_allocate_burst(server, 40) == [401] * 40

@@ -256,7 +256,7 @@ async def test_failed_credentials_are_rate_limited(make_server: ServerFactory) -
         limited = server.metrics.registry.get_sample_value("pulsebeam_turn_rate_limited_total")
         assert limited is not None
         assert limited >= 1.0
-        # A client without credentials is still challenged (challenges are not limited).
+        # A client without credentials is still challenged (challenges have their own limit).
         bare = Message(Method.ALLOCATE, MessageClass.REQUEST, os.urandom(12))
         assert await _code(client.transact(bare, sign=False)) == 401
     finally:

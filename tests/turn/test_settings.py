@@ -20,6 +20,7 @@ def test_turn_settings_from_the_environment() -> None:
             "PULSEBEAM_TURN_BANDWIDTH": "125000",
             "PULSEBEAM_TURN_REALM": "example.org",
             "PULSEBEAM_TURN_MAX_SESSION": "7200",
+            "PULSEBEAM_TURN_CHALLENGE_RATE": "12.5",
         }
     )
     assert config.turn.deny_peers == ("203.0.113.0/24", "198.51.100.7/32")
@@ -27,7 +28,9 @@ def test_turn_settings_from_the_environment() -> None:
     assert config.turn.bandwidth == 125_000
     assert config.turn.realm == "example.org"
     assert config.turn.max_session_secs == 7200
+    assert config.turn.challenge_rate == 12.5
     assert load_config(env={}).turn.max_session_secs == 86400
+    assert load_config(env={}).turn.challenge_rate == 50.0
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,7 @@ def test_turn_settings_from_the_environment() -> None:
         ("PULSEBEAM_TURN_MAX_LIFETIME", "60", "--turn-max-lifetime from .*: 60 is below"),
         ("PULSEBEAM_TURN_MAX_SESSION", "-1", "--turn-max-session from .*: -1 is below the min"),
         ("PULSEBEAM_TURN_MAX_SESSION", "1d", "--turn-max-session from .*: .*'1d'"),
+        ("PULSEBEAM_TURN_CHALLENGE_RATE", "fast", "--turn-challenge-rate from .*: .*'fast'"),
         ("PULSEBEAM_TURN_EXTERNAL", "coturn", "--turn-external from .*: 'coturn' is not HOST:PORT"),
     ],
 )
@@ -65,6 +69,8 @@ def _never(kid: str) -> bool:
         ({"tls_listen": HostPort("127.0.0.1", 0)}, SECRET, None, "--turns needs a TLS certificate"),
         ({"deny_peers": ("10.0.0.0/99",)}, SECRET, None, "'10.0.0.0/99' is not an IP network"),
         ({"auth_failure_rate": 0.0}, SECRET, None, "--turn-401-rate: must be a positive number"),
+        ({"challenge_rate": -1.0}, SECRET, None, "--turn-challenge-rate: must be 0 .* or positive"),
+        ({"challenge_rate": float("nan")}, SECRET, None, "--turn-challenge-rate: must be 0"),
     ],
 )
 def test_unusable_settings_are_refused_before_binding(

@@ -8,7 +8,8 @@ fresh one, so nothing has to be remembered per client.
 401 answers to requests that *carried* credentials (wrong password, expired credential, revoked
 key) are rate limited per source IP: past the limit the request is dropped unanswered, which slows
 password guessing and keeps the server from being used to reflect traffic. The first 401 of every
-exchange (the challenge to a request without credentials) is not limited: it reveals nothing.
+exchange (the challenge to a request without credentials) has its own, more generous per-source
+limit in the handler (:mod:`pulsebeam.turn.handler`): it reveals nothing but amplifies.
 
 A credential's expiry is checked for every request except those the caller marks ``renewable``:
 requests on an existing allocation with the username that created it (see

@@ -78,6 +78,7 @@ class RequestHandler:
         *,
         authenticator: Authenticator,
         auth_limiter: RateLimiter,
+        challenge_limiter: RateLimiter | None,
         peer_filter: PeerFilter,
         manager: AllocationManager,
         metrics: TurnMetrics,
@@ -86,6 +87,7 @@ class RequestHandler:
     ) -> None:
         self._auth = authenticator
         self._limiter = auth_limiter
+        self._challenge_limiter = challenge_limiter  # None: challenges are not limited
         self._filter = peer_filter
         self._manager = manager
         self._metrics = metrics
@@ -148,7 +150,16 @@ class RequestHandler:
         try:
             return self._auth.authenticate(msg, client_ip, renewable=self._renewable(msg, link))
         except AuthFailure as failure:
-            if failure.limited and not self._limiter.allow(client_ip):
+            if failure.limited:
+                limiter: RateLimiter | None = self._limiter
+            elif failure.code == 401:
+                # The challenge to a request without credentials: a 20-byte request draws a
+                # ~140-byte answer, so unlimited it would amplify traffic sent with a spoofed
+                # source. Past the limit, silence: any answer would be the amplification.
+                limiter = self._challenge_limiter
+            else:
+                limiter = None
+            if limiter is not None and not limiter.allow(client_ip):
                 self._metrics.rate_limited.inc()
                 return None
             if failure.code == 401:

@@ -78,6 +78,8 @@ class TurnServer:
             raise ConfigError("setting --turn-secret: the TURN secret must not be empty")
         if config.auth_failure_rate <= 0:
             raise ConfigError("setting --turn-401-rate: must be a positive number")
+        if not config.challenge_rate >= 0:  # also refuses NaN
+            raise ConfigError("setting --turn-challenge-rate: must be 0 (no limit) or positive")
         if config.tls_listen is not None and tls_context is None and config.enabled:
             raise ConfigError("setting --turns needs a TLS certificate (--tls-cert and --tls-key)")
         self.config = config
@@ -100,6 +102,11 @@ class TurnServer:
                 secret, config.realm, key_is_live=key_is_live, nonce_ttl_secs=config.nonce_ttl_secs
             ),
             auth_limiter=RateLimiter(config.auth_failure_rate, 2 * config.auth_failure_rate),
+            challenge_limiter=(
+                RateLimiter(config.challenge_rate, 2 * config.challenge_rate)
+                if config.challenge_rate > 0
+                else None
+            ),
             peer_filter=self.peer_filter,
             manager=self.manager,
             metrics=self.metrics,
