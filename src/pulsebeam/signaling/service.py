@@ -14,14 +14,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from pulsebeam import proto
 from pulsebeam.auth import TokenVerifier, VerifiedToken, decode_unverified, validate_id
 from pulsebeam.auth.keys import is_key_id
 from pulsebeam.config import SignalingConfig
 from pulsebeam.control.events import BanAdded, BanRemoved, ControlEvent, KeyDeleted
-from pulsebeam.control.records import AnalyticsEntry, BanInfo, ConnectionLogEntry
+from pulsebeam.control.records import BanInfo, ConnectionLogEntry
 from pulsebeam.errors import (
     GrpcStatus,
     InvalidArgumentError,
@@ -32,6 +31,7 @@ from pulsebeam.errors import (
     UnavailableError,
     UnknownKeyError,
 )
+from pulsebeam.signaling.analytics import check_reports, record_reports
 from pulsebeam.signaling.directory import BanList, KeyDirectory
 from pulsebeam.signaling.limits import RateLimiter
 from pulsebeam.signaling.metrics import SignalingMetrics
@@ -48,11 +48,6 @@ IceServerSource = Callable[[str, str, int], Sequence[IceServer]]
 """(key id, project id, token expiry) -> the ICE servers ``Prepare`` hands out."""
 
 MAX_RESERVED_CONN_ID = 16
-MAX_ANALYTICS_ENTRIES = 1000
-"""Most reports, and most metrics in all, one ``AnalyticsReport`` call may carry."""
-PATH_BY_CONNECTION_TYPE = {1: "direct", 2: "direct", 3: "relay", 4: "relay", 5: "relay"}
-"""``ice_connection_type`` codes (docs/browser-sdk.md: direct UDP/TCP, relay UDP/TCP/TLS) -> the
-connection log's path; the protocol leaves the numbers open, so unknown codes log no path."""
 _PING = proto.RecvResp(msg=proto.Message(payload=proto.MessagePayload(ping=proto.Ping())))
 PING_BYTES = _PING.SerializeToString()
 _MAX_SEEN_PAIRS = 100_000
@@ -452,71 +447,9 @@ class SignalingService:
                 f"peer {token.group_id}/{token.peer_id} sends analytics reports faster than"
                 f" {self._config.analytics_rate:g}/s: send fewer, larger batches"
             )
-        reports = request.reports
-        metrics = sum(len(report.metrics) for report in reports)
-        if max(len(reports), metrics) > MAX_ANALYTICS_ENTRIES:
-            raise ResourceExhaustedError(
-                f"an AnalyticsReport carries at most {MAX_ANALYTICS_ENTRIES} reports and"
-                f" {MAX_ANALYTICS_ENTRIES} metrics in all (got {len(reports)} reports,"
-                f" {metrics} metrics): split it"
-            )
-        for i, report in enumerate(reports):  # all checked before anything is recorded
-            src = report.tags.src
-            if report.tags.HasField("src") and (src.group_id, src.peer_id) != (
-                token.group_id,
-                token.peer_id,
-            ):
-                raise PermissionDeniedError(
-                    "an analytics report's tags.src must be the token's own group and peer"
-                )
-            dst = report.tags.dst
-            if dst.group_id or dst.peer_id:
-                what = f"reports[{i}].tags.dst"
-                validate_id(dst.group_id, f"{what}.group_id")
-                validate_id(dst.peer_id, f"{what}.peer_id")
-        now = self._recorder.now()
-        for report in reports:
-            dst = report.tags.dst
-            self._log_path(caller, report, now)
-            for metric in report.metrics:
-                values = {"timestamp_us": metric.timestamp_us}
-                for field, value in metric.ListFields():
-                    if isinstance(value, int):
-                        values[field.name] = value
-                self._recorder.analytics(
-                    AnalyticsEntry(
-                        project_id=caller.project_id,
-                        at=now,
-                        src_group=token.group_id,
-                        src_peer=token.peer_id,
-                        dst_group=dst.group_id,
-                        dst_peer=dst.peer_id,
-                        metrics=values,
-                    )
-                )
+        check_reports(token, request.reports)  # all checked before anything is recorded
+        record_reports(self._recorder, caller.project_id, token, request.reports)
         return proto.AnalyticsReportResp()
-
-    def _log_path(self, caller: Caller, report: proto.AnalyticsReport, now: datetime) -> None:
-        """A connection-log row saying whether a reported session is direct or relayed."""
-        types = [m.ice_connection_type for m in report.metrics if m.HasField("ice_connection_type")]
-        path = PATH_BY_CONNECTION_TYPE.get(types[-1]) if types else None
-        dst = report.tags.dst
-        if path is None or not dst.peer_id:
-            return
-        self._recorder.connection(
-            ConnectionLogEntry(
-                project_id=caller.project_id,
-                at=now,
-                src_group=caller.token.group_id,
-                src_peer=caller.token.peer_id,
-                src_conn=report.tags.src.conn_id,
-                dst_group=dst.group_id,
-                dst_peer=dst.peer_id,
-                dst_conn=dst.conn_id,
-                event="report",
-                path=path,
-            )
-        )
 
     # -- control events, shutdown ---------------------------------------------------------------
 
