@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pulsebeam.control.records import BanInfo
 from pulsebeam.control.views import (
-    AccountInfo,
-    ApiTokenInfo,
-    AuditEntry,
-    ConnectionLogRow,
     KeyDetails,
-    MemberInfo,
-    ProjectInfo,
     Role,
-    UsageDay,
 )
 
 __all__ = [
@@ -49,6 +41,16 @@ __all__ = [
 ]
 
 
+class _Out(BaseModel):
+    """Responses are read straight from the store's records (``X.of(record)``), field by name."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        return cls.model_validate(record)
+
+
 class _In(BaseModel):
     """Request bodies refuse unknown fields, so a typo is an error rather than ignored."""
 
@@ -74,14 +76,10 @@ class PasswordChange(_In):
     new_password: str = Field(min_length=1, max_length=256)
 
 
-class AccountOut(BaseModel):
+class AccountOut(_Out):
     id: str
     email: str
     created_at: datetime
-
-    @classmethod
-    def of(cls, a: AccountInfo) -> AccountOut:
-        return cls(id=a.id, email=a.email, created_at=a.created_at)
 
 
 class SessionOut(BaseModel):
@@ -99,22 +97,12 @@ class ApiTokenCreate(_In):
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
-class ApiTokenOut(BaseModel):
+class ApiTokenOut(_Out):
     id: str
     name: str
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
-
-    @classmethod
-    def of(cls, t: ApiTokenInfo) -> ApiTokenOut:
-        return cls(
-            id=t.id,
-            name=t.name,
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-            last_used_at=t.last_used_at,
-        )
 
 
 class ApiTokenCreated(ApiTokenOut):
@@ -125,15 +113,11 @@ class ProjectCreate(_In):
     name: str = Field(min_length=1, max_length=100)
 
 
-class ProjectOut(BaseModel):
+class ProjectOut(_Out):
     id: str
     name: str
     created_at: datetime
     role: Role | None
-
-    @classmethod
-    def of(cls, p: ProjectInfo) -> ProjectOut:
-        return cls(id=p.id, name=p.name, created_at=p.created_at, role=p.role)
 
 
 class MemberAdd(_In):
@@ -145,15 +129,11 @@ class MemberUpdate(_In):
     role: Role
 
 
-class MemberOut(BaseModel):
+class MemberOut(_Out):
     account_id: str
     email: str
     role: Role
     added_at: datetime
-
-    @classmethod
-    def of(cls, m: MemberInfo) -> MemberOut:
-        return cls(account_id=m.account_id, email=m.email, role=m.role, added_at=m.added_at)
 
 
 class KeyCreate(_In):
@@ -199,25 +179,15 @@ class BanCreate(_In):
     )
 
 
-class BanOut(BaseModel):
+class BanOut(_Out):
     id: str
     group_pattern: str
     peer_pattern: str
     reason: str
     expires_at: datetime | None
 
-    @classmethod
-    def of(cls, b: BanInfo) -> BanOut:
-        return cls(
-            id=b.id,
-            group_pattern=b.group_pattern,
-            peer_pattern=b.peer_pattern,
-            reason=b.reason,
-            expires_at=b.expires_at,
-        )
 
-
-class AuditOut(BaseModel):
+class AuditOut(_Out):
     id: int
     at: datetime
     actor: str
@@ -227,26 +197,13 @@ class AuditOut(BaseModel):
     target: str | None
     details: dict[str, Any]
 
-    @classmethod
-    def of(cls, e: AuditEntry) -> AuditOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            actor_id=e.actor_id,
-            project_id=e.project_id,
-            action=e.action,
-            target=e.target,
-            details=e.details,
-        )
-
 
 class AuditPage(BaseModel):
     items: list[AuditOut]
     next_before: int | None = Field(description="pass as ?before= for the next (older) page")
 
 
-class UsageOut(BaseModel):
+class UsageOut(_Out):
     day: date
     messages: int
     peak_streams: int
@@ -255,18 +212,6 @@ class UsageOut(BaseModel):
     turn_allocations: int
     active_peers: int
 
-    @classmethod
-    def of(cls, u: UsageDay) -> UsageOut:
-        return cls(
-            day=u.day,
-            messages=u.messages,
-            peak_streams=u.peak_streams,
-            turn_bytes=u.turn_bytes,
-            turn_packets=u.turn_packets,
-            turn_allocations=u.turn_allocations,
-            active_peers=u.active_peers,
-        )
-
 
 class UsagePage(BaseModel):
     start: date
@@ -274,7 +219,7 @@ class UsagePage(BaseModel):
     items: list[UsageOut]
 
 
-class ConnectionOut(BaseModel):
+class ConnectionOut(_Out):
     id: int
     at: datetime
     src_group: str
@@ -285,21 +230,6 @@ class ConnectionOut(BaseModel):
     dst_conn: int
     event: str
     path: str | None
-
-    @classmethod
-    def of(cls, c: ConnectionLogRow) -> ConnectionOut:
-        return cls(
-            id=c.id,
-            at=c.at,
-            src_group=c.src_group,
-            src_peer=c.src_peer,
-            src_conn=c.src_conn,
-            dst_group=c.dst_group,
-            dst_peer=c.dst_peer,
-            dst_conn=c.dst_conn,
-            event=c.event,
-            path=c.path,
-        )
 
 
 class ConnectionPage(BaseModel):
