@@ -10,9 +10,10 @@ Two workloads, the same for both servers, in one run:
    over HTTP/1.1; PeerJS: WebSockets) and reports the growth of the server's resident memory per
    connection.
 
-The clients are lean on both sides (raw HTTP/1.1 over asyncio streams for gRPC-Web, the
-``websockets`` library for PeerJS) and run in this one process, so the client costs the same for
-both. Usage::
+The clients are lean on both sides and of the same shape: an asyncio protocol per connection
+(raw HTTP/1.1 for gRPC-Web, the ``websockets`` library for PeerJS), a coroutine per sender and
+per receiver, all in this one process. Their CPU per message is reported too, since on a small
+machine the client shares the cores with the server. Usage::
 
     .venv/bin/python bench/signaling.py [--pairs 50] [--messages 200] [--idle 5000]
 
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,43 +81,104 @@ def frame(payload: bytes) -> bytes:
     return b"\x00" + len(payload).to_bytes(4, "big") + payload
 
 
-class Http1:
-    """One keep-alive HTTP/1.1 connection; responses are chunked (streamed) bodies."""
+class Http1(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection as an asyncio protocol, the same shape as the
+    ``websockets`` client on the PeerJS side: unary calls one at a time (answers carry a content
+    length), or one ``Recv`` stream whose chunked gRPC-Web frames queue up for a reader."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[bytes] | None = None
+        self.frames: asyncio.Queue[bytes] | None = None  # set once this carries a stream
+        self.body_left = -1  # bytes of a unary body still to come; -1 while reading a head
+        self.heads: dict[tuple[str, str], bytes] = {}
 
     @classmethod
     async def open(cls, host: str, port: int) -> Http1:
-        return cls(*await asyncio.open_connection(host, port))
+        _, protocol = await asyncio.get_running_loop().create_connection(cls, host, port)
+        return protocol
 
-    def post(self, path: str, token: str, body: bytes) -> None:
-        head = (
-            f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/grpc-web+proto\r\n"
-            f"authorization: Bearer {token}\r\ncontent-length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
-    async def headers(self) -> None:
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head.decode(errors="replace"))
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("connection closed"))
 
-    async def chunk(self) -> bytes:
-        size = int((await self.reader.readline()).strip(), 16)
-        data = await self.reader.readexactly(size + 2)
-        return data[:-2]
+    def post(self, path: str, token: str, body: bytes) -> asyncio.Future[bytes]:
+        head = self.heads.get((path, token))
+        if head is None:
+            head = self.heads[(path, token)] = (
+                f"POST {path} HTTP/1.1\r\nhost: bench\r\n"
+                f"content-type: application/grpc-web+proto\r\nauthorization: Bearer {token}\r\n"
+            ).encode()
+        self.waiter = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(b"%bcontent-length: %d\r\n\r\n%b" % (head, len(body), body))
+        return self.waiter
 
     async def unary(self, path: str, token: str, body: bytes) -> bytes:
-        self.post(path, token, body)
-        await self.headers()
-        out = b""
-        while chunk := await self.chunk():
-            out += chunk
-        return out
+        return await self.post(path, token, body)
+
+    async def stream(self, path: str, token: str, body: bytes) -> asyncio.Queue[bytes]:
+        """Open a stream; returns the queue its frames' payloads arrive on."""
+        self.frames = asyncio.Queue()
+        await self.post(path, token, body)
+        return self.frames
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        while True:
+            if self.body_left < 0:  # a response head
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(buffer[:end]).lower()
+                del buffer[: end + 4]
+                if not head.startswith(b"http/1.1 200"):
+                    self._resolve(RuntimeError(head.decode(errors="replace")))
+                    return
+                marker = head.find(b"content-length:")
+                if marker < 0:  # the stream's head: chunks follow
+                    self.body_left = 0
+                    self._resolve(b"")
+                    continue
+                self.body_left = int(head[marker + 15 :].split(b"\r\n", 1)[0])
+            if self.frames is None:  # a unary body
+                if len(buffer) < self.body_left:
+                    return
+                body = bytes(buffer[: self.body_left])
+                del buffer[: self.body_left]
+                self.body_left = -1
+                self._resolve(body)
+                continue
+            line = buffer.find(b"\r\n")
+            if line < 0:
+                return
+            size = int(buffer[:line], 16)
+            if len(buffer) < line + size + 4:
+                return
+            chunk = bytes(buffer[line + 2 : line + 2 + size])
+            del buffer[: line + size + 4]
+            while len(chunk) >= 5:  # our server writes one frame per chunk; be general anyway
+                length = int.from_bytes(chunk[1:5], "big")
+                self.frames.put_nowait(chunk[5 : 5 + length])
+                chunk = chunk[5 + length :]
+
+    def _resolve(self, result: bytes | Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if isinstance(result, Exception):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 SEND = "/grpc/pulsebeam.v1.Signaling/Send"
@@ -134,25 +196,20 @@ async def pulsebeam_relay(
     latencies: list[int] = []
     arrived = [asyncio.Event() for _ in range(pairs)]
 
-    async def receive(i: int, conn: Http1) -> None:
-        buffer = b""
+    async def receive(i: int, frames: asyncio.Queue[bytes]) -> None:
         while True:
-            buffer += await conn.chunk()
-            while len(buffer) >= 5 and len(buffer) >= 5 + int.from_bytes(buffer[1:5], "big"):
-                size = int.from_bytes(buffer[1:5], "big")
-                resp = proto.RecvResp.FromString(buffer[5 : 5 + size])
-                buffer = buffer[5 + size :]
-                if resp.msg.payload.HasField("signal"):
-                    sent = int(resp.msg.payload.signal.sdp.sdp.split(" ", 1)[0])
-                    latencies.append(time.perf_counter_ns() - sent)
-                    arrived[i].set()
+            resp = proto.RecvResp.FromString(await frames.get())
+            if resp.msg.payload.HasField("signal"):
+                sent = int(resp.msg.payload.signal.sdp.sdp.split(" ", 1)[0])
+                latencies.append(time.perf_counter_ns() - sent)
+                arrived[i].set()
 
     receivers = []
     for i in range(pairs):
         conn = await Http1.open(host, port)
-        conn.post(RECV, keys.token(f"pair{i}", "rx"), recv_request(f"pair{i}", "rx", 1000))
-        await conn.headers()
-        receivers.append((conn, asyncio.create_task(receive(i, conn))))
+        request = recv_request(f"pair{i}", "rx", 1000)
+        frames = await conn.stream(RECV, keys.token(f"pair{i}", "rx"), request)
+        receivers.append((conn, asyncio.create_task(receive(i, frames))))
 
     async def send(i: int) -> None:
         token = keys.token(f"pair{i}", "tx")
@@ -189,8 +246,7 @@ async def pulsebeam_idle(host: str, port: int, keys: ProjectKeys, count: int) ->
 
     async def one(i: int) -> Http1:
         conn = await Http1.open(host, port)
-        conn.post(RECV, tokens[i], recv_request(f"idle{i}", "p", 5000 + i))
-        await conn.headers()
+        await conn.stream(RECV, tokens[i], recv_request(f"idle{i}", "p", 5000 + i))
         return conn
 
     for start in range(0, count, BATCH):
@@ -323,7 +379,7 @@ def free_port() -> int:
 
 
 def best_of(
-    runs: int, relay: Callable[[int], Awaitable[dict[str, float]]], pid: int, count: int
+    runs: int, relay: Callable[[int], Coroutine[Any, Any, dict[str, float]]], pid: int, count: int
 ) -> dict[str, float]:
     """A short warm-up, then ``runs`` measured runs: the run with the median throughput, and
     the server's CPU time per relayed message (median too), which the machine's load moves less
@@ -331,12 +387,14 @@ def best_of(
     asyncio.run(relay(20))
     results = []
     for _ in range(runs):
-        before = cpu_secs(pid)
+        before, client_before = cpu_secs(pid), cpu_secs(os.getpid())
         result = asyncio.run(relay(0))
         result["cpu_us_per_msg"] = (cpu_secs(pid) - before) / count * 1e6
+        result["client_us_per_msg"] = (cpu_secs(os.getpid()) - client_before) / count * 1e6
         results.append(result)
     median = sorted(results, key=lambda r: r["msgs_per_s"])[len(results) // 2]
-    median["cpu_us_per_msg"] = sorted(r["cpu_us_per_msg"] for r in results)[len(results) // 2]
+    for figure in ("cpu_us_per_msg", "client_us_per_msg"):
+        median[figure] = sorted(r[figure] for r in results)[len(results) // 2]
     return median
 
 
@@ -357,7 +415,7 @@ def main() -> None:
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
         pid = server.process.pid
 
-        def pb_relay(warmup: int) -> Awaitable[dict[str, float]]:
+        def pb_relay(warmup: int) -> Coroutine[Any, Any, dict[str, float]]:
             count = warmup or args.messages
             return pulsebeam_relay(host, int(port), keys, args.pairs, count)
 
@@ -369,7 +427,7 @@ def main() -> None:
     peer_port = free_port()
     with peerjs_server(peer_port, args.idle + 2 * args.pairs + 10) as peerjs:
 
-        def pj_relay(warmup: int) -> Awaitable[dict[str, float]]:
+        def pj_relay(warmup: int) -> Coroutine[Any, Any, dict[str, float]]:
             return peerjs_relay(peer_port, args.pairs, warmup or args.messages)
 
         results["PeerJS"] = best_of(args.runs, pj_relay, peerjs.pid, args.pairs * args.messages)
@@ -379,14 +437,15 @@ def main() -> None:
         )
     print(
         f"pairs={args.pairs} messages/pair={args.messages} idle={args.idle} runs={args.runs}\n"
-        "| server | relayed msgs/s | p50 ms | p99 ms | server CPU µs/msg | RSS after relay (MiB)"
-        " | KiB per idle stream |\n"
-        "|---|---:|---:|---:|---:|---:|---:|"
+        "| server | relayed msgs/s | p50 ms | p99 ms | server CPU µs/msg | client CPU µs/msg"
+        " | RSS after relay (MiB) | KiB per idle stream |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|"
     )
     for name, r in results.items():
         print(
             f"| {name} | {r['msgs_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-            f" {r['cpu_us_per_msg']:.0f} | {r['rss_mib_start']:.0f} | {r['kib_per_idle']:.1f} |"
+            f" {r['cpu_us_per_msg']:.0f} | {r['client_us_per_msg']:.0f} |"
+            f" {r['rss_mib_start']:.0f} | {r['kib_per_idle']:.1f} |"
         )
 
 

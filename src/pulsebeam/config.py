@@ -127,6 +127,12 @@ class HttpConfig:
     shutdown_timeout_secs: float = setting(
         5.0, "shutdown-timeout", "seconds to wait for open requests on shutdown"
     )
+    keep_alive_secs: float = setting(
+        5.0,
+        "keep-alive",
+        "seconds an idle HTTP/1.1 keep-alive connection stays open (longer than a reverse"
+        " proxy's idle timeout when behind one)",
+    )
 
 
 @dataclass(frozen=True, slots=True)

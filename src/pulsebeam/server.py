@@ -39,8 +39,9 @@ from pulsebeam.control.store import Store
 from pulsebeam.control.throttle import LoginThrottle
 from pulsebeam.errors import ConfigError
 from pulsebeam.signaling.directory import BanList, KeyDirectory
-from pulsebeam.signaling.grpcweb import GrpcWebMiddleware
-from pulsebeam.signaling.http1 import CoalescingHttpToolsProtocol
+from pulsebeam.signaling.grpcweb import GrpcWebEndpoint
+from pulsebeam.signaling.grpcweb_asgi import GrpcWebMiddleware
+from pulsebeam.signaling.http1 import protocol_for
 from pulsebeam.signaling.metrics import SignalingMetrics
 from pulsebeam.signaling.records import Recorder
 from pulsebeam.signaling.router import LocalRouter, Router
@@ -84,6 +85,7 @@ def check_config(config: Config) -> None:
         "records-flush": sig.records_flush_secs,
         "key-resync": config.auth.key_resync_secs,
         "shutdown-timeout": http.shutdown_timeout_secs,
+        "keep-alive": http.keep_alive_secs,
     }
     for flag, value in positive.items():
         if value <= 0:
@@ -127,13 +129,13 @@ class Node:
             registry=self.metrics.registry,
         )
         self.ice: IceServerProvider | None = None
-        self.app = GrpcWebMiddleware(
-            self._http_app(),
+        self.endpoint = GrpcWebEndpoint(
             self.service,
             self.metrics,
             max_message_bytes=config.signaling.max_message_bytes,
             cors_origins=config.signaling.cors_origins,
         )
+        self.app = GrpcWebMiddleware(self._http_app(), self.endpoint)
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -265,6 +267,7 @@ class Node:
 
     async def close(self) -> None:
         self.stop_streams()
+        await self.service.released()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -387,11 +390,12 @@ async def serve(
 async def _serve_uvicorn(node: Node, sock: socket.socket, stop: asyncio.Event) -> None:
     config = uvicorn.Config(
         node.app,
-        http=CoalescingHttpToolsProtocol,
+        http=protocol_for(node.endpoint),
         lifespan="off",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(node.config.http.shutdown_timeout_secs) or 1,
+        timeout_keep_alive=node.config.http.keep_alive_secs,  # type: ignore[arg-type]
         server_header=False,
         # The client address feeds per-address sign-in throttling: never let a caller choose it
         # with X-Forwarded-For (uvicorn trusts it from loopback by default).
@@ -417,6 +421,7 @@ async def _serve_hypercorn(node: Node, sock: socket.socket, stop: asyncio.Event)
     config.keyfile = str(http.tls_key)
     config.alpn_protocols = ["h2", "http/1.1"]
     config.graceful_timeout = http.shutdown_timeout_secs
+    config.keep_alive_timeout = http.keep_alive_secs
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
 

@@ -16,38 +16,35 @@ from pulsebeam.signaling.redis_router import RedisRouter
 from pulsebeam.signaling.router import LocalRouter, Presence
 from pulsebeam.signaling.streams import Address, Hub, Stream
 from tests.signaling.redis_server import RedisServer, running_redis
+from tests.signaling.sinks import RecordingSink, start
 
 BOB = Address("prj_a", "g", "bob", 4242)
 
 
-def _stream(policy: str) -> Stream:
+def _stream(policy: str) -> tuple[Stream, RecordingSink]:
     group, _, peer = policy.partition(":")
-    return Stream(BOB, "kid_0000000000000000", PeerPolicy(group, peer), time.time() + 3600, 16)
-
-
-async def _drain(stream: Stream) -> list[bytes]:
-    items = []
-    while (item := await stream.next(0)) is not None:
-        items.append(item)
-    return items
+    stream = Stream(BOB, "kid_0000000000000000", PeerPolicy(group, peer), time.time() + 3600, 16)
+    sink = RecordingSink()
+    start(stream, sink)
+    return stream, sink
 
 
 async def test_local_delivery_skips_a_newer_stream_of_the_same_connection() -> None:
     router = LocalRouter(Hub())
-    first = _stream("*:*")
+    first, _ = _stream("*:*")
     await router.register(first)
     checked = await router.resolve(BOB)  # the sender checks this stream's policy ...
     assert checked is not None
     assert checked.policy.allows("g", "alice")
-    second = _stream("g:carol")  # ... then bob reopens with a token that excludes alice
+    second, sink = _stream("g:carol")  # ... then bob reopens with a token that excludes alice
     await router.register(second)
     assert not await router.deliver(checked, b"from alice")
-    assert await _drain(second) == []
+    assert sink.take() == []
     current = await router.resolve(BOB)
     assert current is not None
     assert current.stream_id == second.stream_id
     assert await router.deliver(current, b"checked against the new policy")
-    assert await _drain(second) == [b"checked against the new policy"]
+    assert sink.take() == [b"checked against the new policy"]
 
 
 @pytest.fixture
@@ -89,21 +86,17 @@ async def nodes(
         await two.close()
 
 
-async def _next(stream: Stream) -> bytes | None:
-    return await stream.next(5)
-
-
 @pytest.mark.redis
 async def test_redis_delivery_skips_a_newer_stream_of_the_same_connection(
     nodes: tuple[RedisRouter, RedisRouter, Events],
 ) -> None:
     one, two, _ = nodes
-    first = _stream("*:*")
+    first, _ = _stream("*:*")
     await two.register(first)
     checked = await one.resolve(BOB)
     assert checked is not None
     assert (checked.node_id, checked.stream_id) == ("n2", first.stream_id)
-    second = _stream("g:carol")
+    second, sink = _stream("g:carol")
     await two.register(second)
     await one.deliver(checked, b"from alice")  # published, dropped by n2
     current = await one.resolve(BOB)
@@ -111,12 +104,12 @@ async def test_redis_delivery_skips_a_newer_stream_of_the_same_connection(
     assert current.stream_id == second.stream_id
     assert await one.deliver(current, b"checked against the new policy")
     # Same channel, so in order: had the first one been queued, it would come out first.
-    assert await _next(second) == b"checked against the new policy"
-    assert await _drain(second) == []
+    assert await sink.next() == b"checked against the new policy"
+    assert sink.take() == []
     # The node's own streams follow the same rule.
     assert not await two.deliver(checked, b"local, stale")
     assert await two.deliver(current, b"local, current")
-    assert await _next(second) == b"local, current"
+    assert await sink.next() == b"local, current"
 
 
 @pytest.mark.redis
@@ -124,7 +117,7 @@ async def test_bad_messages_on_redis_do_not_stop_the_node_listening(
     nodes: tuple[RedisRouter, RedisRouter, Events], redis_server: RedisServer
 ) -> None:
     one, _, events = nodes
-    stream = _stream("*:*")
+    stream, sink = _stream("*:*")
     await one.register(stream)
     failing = KeyDeleted("kid_00000000000000aa", "prj_a")
     events.fail_on.add(failing)
@@ -149,4 +142,4 @@ async def test_bad_messages_on_redis_do_not_stop_the_node_listening(
     # Deliveries still arrive, through Redis, from another node's point of view.
     two = nodes[1]
     assert await two.deliver(target, b"still listening")
-    assert await _next(stream) == b"still listening"
+    assert await sink.next() == b"still listening"

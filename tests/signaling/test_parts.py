@@ -1,5 +1,5 @@
 """The signaling parts on their own: gRPC-Web frame codec, bounded stream queues (the overflow
-policy), the rate limiter, and the key directory over a real store."""
+policy, timers), the rate limiter, and the key directory over a real store."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from pulsebeam.signaling.grpcweb_frames import (
     encode_trailers,
 )
 from pulsebeam.signaling.limits import RateLimiter
-from pulsebeam.signaling.streams import Address, Hub, Stream
+from pulsebeam.signaling.streams import Address, Closed, Hub, Stream, StreamClock, StreamTimes
 from tests.signaling.grpcweb_client import parse_trailers, split_frames
+from tests.signaling.sinks import RecordingSink, start
 
 
 @given(st.lists(st.binary(max_size=300), max_size=5), st.integers(0, 20))
@@ -77,30 +78,104 @@ def _stream(conn: int, queue_limit: int = 3) -> Stream:
     )
 
 
+async def test_a_stream_writes_straight_to_a_ready_sink_in_order() -> None:
+    stream = _stream(101)
+    sink = RecordingSink()
+    ended = start(stream, sink)
+    assert stream.push(b"a")
+    assert stream.push(b"b")
+    assert sink.take() == [b"a", b"b"]
+    assert stream.queued == 0  # nothing held by the server
+    stream.close(GrpcStatus.UNAVAILABLE, "bye")
+    assert sink.ended == Closed(GrpcStatus.UNAVAILABLE, "bye")
+    assert ended == [stream]  # released once
+    assert not stream.push(b"late")
+    stream.close(GrpcStatus.OK, "again")  # a second close changes nothing
+    assert ended == [stream]
+
+
 async def test_a_stream_that_falls_behind_is_closed_and_freed() -> None:
     stream = _stream(100, queue_limit=3)
+    sink = RecordingSink(ready=False)  # the client stopped reading: its socket is full
+    start(stream, sink)
     assert all(stream.push(b"m%d" % i) for i in range(3))
     assert stream.queued == 3
     assert not stream.push(b"one too many")
     assert stream.closed is not None
     assert stream.closed.status == GrpcStatus.RESOURCE_EXHAUSTED
+    assert sink.ended == stream.closed
     assert stream.queued == 0  # memory released at once
     assert not stream.push(b"later")
-    assert await stream.next(0.01) is None
+    assert sink.written == []
 
 
-async def test_stream_delivers_in_order_and_wakes_on_close() -> None:
-    stream = _stream(101)
-    stream.push(b"a")
-    stream.push(b"b")
-    assert await stream.next(0.1) == b"a"
-    assert await stream.next(0.1) == b"b"
-    assert await stream.next(0.05) is None  # idle: times out
-    waiter = asyncio.create_task(stream.next(5))
-    await asyncio.sleep(0.01)
-    stream.close(GrpcStatus.UNAVAILABLE, "bye")
-    async with asyncio.timeout(1):
-        assert await waiter is None
+async def test_a_backlog_drains_in_order_when_the_sink_is_ready_again() -> None:
+    stream = _stream(102, queue_limit=3)
+    sink = RecordingSink(ready=False)
+    start(stream, sink)
+    stream.push(b"1")
+    stream.push(b"2")
+    sink.ready = True
+    assert stream.push(b"3")  # behind the backlog, not before it
+    assert sink.written == []
+    stream.drain()
+    assert sink.take() == [b"1", b"2", b"3"]
+
+
+async def test_messages_pushed_before_start_wait_for_the_sink() -> None:
+    stream = _stream(103)
+    stream.push(b"early")  # a Join can arrive while the stream is still being announced
+    sink = RecordingSink()
+    start(stream, sink)
+    assert sink.take() == [b"early"]
+
+
+async def test_a_stream_closed_before_start_ends_at_start() -> None:
+    stream = _stream(104)
+    stream.close(GrpcStatus.UNAUTHENTICATED, "key deleted")  # revoked while it opened
+    sink = RecordingSink()
+    ended = start(stream, sink)
+    assert sink.ended == Closed(GrpcStatus.UNAUTHENTICATED, "key deleted")
+    assert ended == [stream]
+
+
+async def test_the_stream_timer_pings_an_idle_stream_and_ends_it_at_expiry() -> None:
+    stream = _stream(105)
+    sink = RecordingSink()
+    start(stream, sink, StreamTimes(ping_interval=0.05, expires_in=0.4, max_age=60))
+    assert await sink.next(1) == b"PING"
+    closed = await sink.wait_end(2)
+    assert closed.status == GrpcStatus.UNAUTHENTICATED
+    assert 2 <= sink.written.count(b"PING") + 1 <= 10  # about one per interval, bounded
+
+
+async def test_traffic_holds_the_ping_back_and_rotation_ends_with_ok() -> None:
+    stream = _stream(106)
+    sink = RecordingSink()
+    start(stream, sink, StreamTimes(ping_interval=0.2, expires_in=60, max_age=0.5))
+    for _ in range(5):  # a message every 0.08 s: the stream is never idle for 0.2 s
+        stream.push(b"msg")
+        await asyncio.sleep(0.08)
+    assert b"PING" not in sink.written
+    closed = await sink.wait_end(2)
+    assert closed == Closed(GrpcStatus.OK, "stream rotated: reopen Recv")
+
+
+async def test_one_clock_serves_many_streams_and_lets_go_of_ended_ones() -> None:
+    clock = StreamClock(0.02)
+    streams = [_stream(2000 + i) for i in range(200)]
+    sinks = [RecordingSink() for _ in streams]
+    for i, (stream, sink) in enumerate(zip(streams, sinks, strict=True)):
+        times = StreamTimes(ping_interval=0.1 + (i % 5) * 0.02, expires_in=60, max_age=60)
+        stream.start(sink, times, clock=clock, ping=b"PING", on_end=lambda _: None)
+    assert len(clock) == 200
+    for stream in streams[::2]:
+        stream.close(GrpcStatus.CANCELLED, "client went away")
+    await asyncio.sleep(0.5)
+    live = sinks[1::2]
+    assert all(sink.written and set(sink.written) == {b"PING"} for sink in live)
+    assert all(not sink.written for sink in sinks[::2])
+    assert len(clock) == 100  # the ended streams left at their slot; the live ones re-joined
 
 
 def test_hub_replaces_same_connection_and_counts_per_project() -> None:
@@ -198,6 +273,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(pulsebeam.signaling.__all__) == [
         "Address",
         "Caller",
+        "GrpcWebEndpoint",
         "GrpcWebMiddleware",
         "Hub",
         "LocalRouter",

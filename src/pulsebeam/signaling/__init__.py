@@ -2,9 +2,11 @@
 policy enforced.
 
 - :mod:`.grpcweb_frames` — the gRPC-Web frame codec (pure; clients may reuse it);
-- :mod:`.grpcweb` — the ASGI layer: framing, content type, CORS, streaming;
+- :mod:`.grpcweb` — the gRPC-Web endpoint: routing, content type, CORS, bodies, errors;
+- :mod:`.http1` — the HTTP/1.1 fast path (calls answered in uvicorn's protocol, no ASGI);
+- :mod:`.grpcweb_asgi` — the same endpoint over ASGI (HTTP/2 under TLS, everything else);
 - :mod:`.service` — the rules of Prepare, Send, Recv and AnalyticsReport;
-- :mod:`.streams` — open streams with bounded queues, and the node's hub of them;
+- :mod:`.streams` — open streams writing to their transports, and the node's hub of them;
 - :mod:`.router`, :mod:`.redis_router` — where messages go: in-process, or across nodes;
 - :mod:`.directory` — keys and bans in memory; :mod:`.records` — batched usage and logs.
 
@@ -12,7 +14,8 @@ The composition root (:mod:`pulsebeam.server`) builds all of it from one
 :class:`~pulsebeam.config.Config`.
 """
 
-from pulsebeam.signaling.grpcweb import GrpcWebMiddleware
+from pulsebeam.signaling.grpcweb import GrpcWebEndpoint
+from pulsebeam.signaling.grpcweb_asgi import GrpcWebMiddleware
 from pulsebeam.signaling.router import LocalRouter, Presence, Router
 from pulsebeam.signaling.service import Caller, SignalingService
 from pulsebeam.signaling.store import SignalingStore
@@ -21,6 +24,7 @@ from pulsebeam.signaling.streams import Address, Hub, Stream
 __all__ = [
     "Address",
     "Caller",
+    "GrpcWebEndpoint",
     "GrpcWebMiddleware",
     "Hub",
     "LocalRouter",

@@ -1,43 +1,73 @@
-"""uvicorn's HTTP/1.1 protocol (httptools) with the writes of one event-loop step coalesced.
+"""The HTTP/1.1 protocol of plain-HTTP deployments: uvicorn's (httptools), with gRPC-Web calls
+answered at the protocol level.
 
-Why: a gRPC-Web unary answer is two ASGI sends (headers, then the data and trailers frames),
-which uvicorn hands to the socket as two writes, hence two syscalls. On loopback and in VMs each
-costs tens of microseconds, about a third of the server's cost per relayed message. The wrapper
-below gathers the writes made in one loop step and gives them to the socket together at the end
-of the step; nothing else about uvicorn changes. (No ASGI server offers this as a setting.)
+Why: every relayed signaling message is one ``Send`` request plus one frame on the receiver's
+``Recv`` response. Through ASGI each request costs a scope, a request-response cycle, an app task
+and a handful of message dicts, and each open ``Recv`` holds a task, a disconnect watcher and a
+queue: most of the server's CPU per message and of its memory per idle stream. Here a
+``POST /grpc/…`` on an idle connection skips all of that: the request's few headers go to the
+:class:`~.grpcweb.GrpcWebEndpoint`, a unary answer is written in one piece, and a ``Recv``
+stream writes its frames straight to the socket as chunks (:class:`_ChunkedSink`). Everything
+else (the REST API, the console, CORS preflights, HTTP/1.0, a request pipelined behind another)
+takes uvicorn's ASGI path unchanged. No ASGI server offers a hook for this, hence the subclass;
+uvicorn's version is pinned to the range this was written against (pyproject.toml).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol"]
+from pulsebeam.errors import GrpcStatus
+from pulsebeam.signaling.grpcweb import PREFIX, Answer, Call, GrpcWebEndpoint, Headers
+from pulsebeam.signaling.grpcweb_frames import encode_message, encode_trailers
+from pulsebeam.signaling.streams import Closed, Stream
+
+__all__ = ["GrpcWebHttpProtocol", "protocol_for"]
+
+_PREFIX = PREFIX.encode()
+# The only request headers the endpoint reads (every other one is skipped, not decoded).
+_WANTED = (b"authorization", b"content-type", b"origin", b"grpc-timeout")
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_CLOSE = b"connection: close\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class _CoalescingTransport:
-    """Proxies a transport; ``write`` is deferred to the end of the current loop step."""
+    """Proxies a transport. ``write`` (uvicorn's ASGI path) is deferred to the end of the loop
+    step: an ASGI unary answer is two sends (headers, then body), which would otherwise be two
+    syscalls. ``write_now`` (the fast path, which writes whole answers) goes straight out unless
+    deferred writes are pending, which it must not overtake."""
 
     __slots__ = ("_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        if not self._pending:
+        if self._pending is None:
+            self._pending = []
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
 
+    def is_closing(self) -> bool:  # on every write: spelled out rather than via __getattr__
+        return self._transport.is_closing()
+
+    def write_now(self, data: bytes) -> None:
+        if self._pending is not None:
+            self._pending.append(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(b"".join(pending))
 
     def close(self) -> None:
         self._flush()
@@ -47,9 +77,348 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """Pass as ``uvicorn.Config(http=CoalescingHttpToolsProtocol)``."""
+class _LightFlowControl(FlowControl):
+    """uvicorn's flow control without an ``asyncio.Event`` per connection (~0.7 KiB each): the
+    event is made only when an ASGI response actually waits for a full socket to drain."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:  # no super(): it makes the event
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._event: asyncio.Event | None = None
+
+    async def drain(self) -> None:
+        if self.write_paused:
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._event is not None:
+            self._event.clear()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._event is not None:
+            self._event.set()
+
+
+class _Pipeline(list[Any]):
+    """The queue of pipelined ASGI requests, as a list: an empty deque costs ~0.6 KiB per
+    connection and pipelining is rare (uvicorn only appends left and pops right)."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class _Exchange:
+    """Stands in for uvicorn's request-response cycle while a fast-path call is in flight, so
+    that uvicorn queues a request pipelined behind it and its shutdown waits for it."""
+
+    __slots__ = ("keep_alive", "response_complete")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+
+
+class _FastState:
+    """A connection's fast-path state, in one attribute: uvicorn's protocol already sets 28
+    instance attributes, and past 30 CPython gives up the compact shared-key ``__dict__``
+    (about 1.5 KiB more per connection)."""
+
+    __slots__ = (
+        "body",
+        "call",
+        "idle_since",
+        "keep_alive",
+        "route_key",
+        "route_value",
+        "size",
+        "stream",
+    )
+
+    def __init__(self) -> None:
+        self.call: Answer | Call | None = None  # the request being read, if on the fast path
+        self.keep_alive = True
+        self.body: list[bytes] = []
+        self.size = 0
+        self.stream: Stream | None = None  # this connection's open Recv, if any
+        # The previous request's routing: clients repeat the same path and headers.
+        self.route_key: tuple[bytes | None, ...] | None = None
+        self.route_value: Answer | Call | None = None
+        self.idle_since: float | None = None  # loop time of the last answer, while idle
+
+
+class _ChunkedSink:
+    """A ``Recv`` response: frames as HTTP/1.1 chunks, straight to the connection's socket."""
+
+    __slots__ = ("_exchange", "_headers", "_protocol", "opened")
+
+    def __init__(
+        self, protocol: GrpcWebHttpProtocol, exchange: _Exchange, headers: Headers
+    ) -> None:
+        self._protocol = protocol
+        self._exchange = exchange
+        self._headers = headers
+        self.opened = False
+
+    @property
+    def ready(self) -> bool:
+        protocol = self._protocol
+        return (
+            self.opened and not protocol.flow.write_paused and not protocol.transport.is_closing()
+        )
+
+    def open(self) -> None:
+        """Send the response headers; the stream's frames may follow."""
+        if not self.opened:
+            self.opened = True
+            self._protocol.write_head(200, self._headers, _CHUNKED, self._exchange)
+
+    def write(self, payload: bytes) -> None:
+        frame = encode_message(payload)
+        self._protocol.wire.write_now(b"%x\r\n%b\r\n" % (len(frame), frame))
+
+    def end(self, closed: Closed) -> None:
+        protocol = self._protocol
+        protocol.fast.stream = None
+        if protocol.transport.is_closing():
+            self._exchange.response_complete = True
+            return
+        self.open()
+        trailers = encode_trailers(closed.status, closed.message)
+        protocol.wire.write_now(b"%x\r\n%b\r\n%b" % (len(trailers), trailers, _LAST_CHUNK))
+        protocol.complete(self._exchange)
+
+
+class GrpcWebHttpProtocol(HttpToolsProtocol):
+    """Bound to an endpoint by :func:`protocol_for`, for ``uvicorn.Config(http=…)``."""
+
+    endpoint: ClassVar[GrpcWebEndpoint]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.fast = _FastState()
+        self.pipeline = cast(Any, _Pipeline())
         wrapped = _CoalescingTransport(transport, asyncio.get_running_loop())
         super().connection_made(cast(asyncio.Transport, wrapped))
+        self.flow = _LightFlowControl(self.transport)
+
+    @property
+    def wire(self) -> _CoalescingTransport:
+        return cast(_CoalescingTransport, self.transport)
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        # uvicorn builds the request's ASGI scope here; the fast path never needs it, so it is
+        # built in on_headers_complete, once the request turns out to take the ASGI path.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def on_headers_complete(self) -> None:
+        if not self._takes_fast_path():
+            url, headers, expect = self.url, self.headers, self.expect_100_continue
+            super().on_message_begin()
+            self.url, self.expect_100_continue = url, expect
+            self.headers = self.scope["headers"] = headers
+            super().on_headers_complete()
+            return
+        fast = self.fast
+        fast.keep_alive = self.parser.should_keep_alive()
+        path = self.url.partition(b"?")[0]
+        found = dict(self.headers)
+        key = (path, *(found.get(name) for name in _WANTED))
+        if key == fast.route_key:
+            fast.call = fast.route_value
+        else:
+            wanted = {
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in self.headers
+                if name in _WANTED
+            }
+            fast.call = self.endpoint.route("POST", path.decode("ascii"), wanted)
+            # Remembered for the next request, unless this one is a stream: a connection
+            # carries one Recv for minutes, and the token need not stay in memory meanwhile.
+            streaming = isinstance(fast.call, Call) and fast.call.streaming
+            fast.route_key = None if streaming else key
+            fast.route_value = None if streaming else fast.call
+        fast.body = []
+        fast.size = 0
+        self.headers = []  # not needed any more (memory of a long Recv)
+
+    def _takes_fast_path(self) -> bool:
+        parser = self.parser
+        url = self.url
+        return (
+            url.startswith(_PREFIX)
+            and parser.get_method() == b"POST"
+            and parser.get_http_version() == "1.1"
+            and (self.cycle is None or self.cycle.response_complete)
+            and not parser.should_upgrade()
+            and b"%" not in url
+        )
+
+    def on_body(self, body: bytes) -> None:
+        fast = self.fast
+        call = fast.call
+        if call is None:
+            super().on_body(body)
+            return
+        if not isinstance(call, Call):
+            return  # answered without its body
+        fast.size += len(body)
+        if fast.size > call.max_body:
+            # Answer now and close: reading (and discarding) the rest would let a client hold
+            # the connection with an endless body.
+            fast.call = None
+            fast.body = []
+            exchange = self._begin(keep_alive=False)
+            self.respond(exchange, 200, call.response_headers, self.endpoint.too_large(call))
+            return
+        fast.body.append(body)
+
+    def on_message_complete(self) -> None:
+        fast = self.fast
+        call = fast.call
+        if call is None:
+            super().on_message_complete()
+            return
+        fast.call = None
+        exchange = self._begin(keep_alive=fast.keep_alive)
+        if isinstance(call, Answer):
+            self.respond(exchange, call.status, call.headers, call.body)
+            return
+        body = b"".join(fast.body)
+        fast.body = []
+        run = (
+            self._recv(call, body, exchange)
+            if call.streaming
+            else self._unary(call, body, exchange)
+        )
+        task = self.loop.create_task(run)
+        self.tasks.add(task)  # uvicorn's graceful shutdown waits for these
+        task.add_done_callback(self.tasks.discard)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _begin(self, *, keep_alive: bool) -> _Exchange:
+        exchange = _Exchange(keep_alive)
+        self.cycle = cast(Any, exchange)
+        return exchange
+
+    async def _unary(self, call: Call, body: bytes, exchange: _Exchange) -> None:
+        answer = await self.endpoint.unary(call, body)
+        self.respond(exchange, 200, call.response_headers, answer)
+
+    async def _recv(self, call: Call, body: bytes, exchange: _Exchange) -> None:
+        sink = _ChunkedSink(self, exchange, call.response_headers)
+        try:
+            stream = await self.endpoint.open_recv(call, body, sink)
+        except Exception as exc:
+            self.respond(exchange, 200, call.response_headers, self.endpoint.failure(call, exc))
+            return
+        if stream.closed is not None:
+            return  # ended while it opened (revoked, replaced): the sink has answered
+        if self.transport.is_closing():
+            stream.close(GrpcStatus.CANCELLED, "client went away")
+            return
+        self.fast.stream = stream
+        sink.open()
+        stream.drain()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write_head(self, status: int, headers: Headers, extra: bytes, exchange: _Exchange) -> None:
+        self.wire.write_now(_head(status, headers, extra, exchange.keep_alive))
+
+    def respond(self, exchange: _Exchange, status: int, headers: Headers, body: bytes) -> None:
+        if self.transport.is_closing():
+            exchange.response_complete = True
+            return
+        length = b"content-length: %d\r\n" % len(body)
+        self.wire.write_now(_head(status, headers, length, exchange.keep_alive) + body)
+        self.complete(exchange)
+
+    def complete(self, exchange: _Exchange) -> None:
+        exchange.response_complete = True
+        if not exchange.keep_alive:
+            self.transport.close()
+        else:
+            self.on_response_complete()  # uvicorn: next pipelined request, or keep-alive timer
+
+    # -- keep-alive -------------------------------------------------------------------------
+    # uvicorn arms a fresh keep-alive timer after every answer and cancels it at the next
+    # request: two timer operations per signaling message. Here one timer per idle period
+    # re-arms itself for the remainder instead; the rest of on_response_complete is uvicorn's.
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.fast.idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def _unset_keepalive_if_required(self) -> None:
+        self.fast.idle_since = None  # busy: an armed timer finds out when it fires
+
+    def timeout_keep_alive_handler(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_since = self.fast.idle_since
+        if idle_since is None:
+            return  # busy; the next answer arms the timer again
+        remaining = idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                remaining, self.timeout_keep_alive_handler
+            )
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+    # -- connection events ------------------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        stream = self.fast.stream
+        if stream is not None:
+            self.fast.stream = None
+            stream.close(GrpcStatus.CANCELLED, "client went away")
+        if isinstance(self.cycle, _Exchange):
+            self.cycle = cast(Any, None)
+        super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.fast.stream is not None:
+            self.fast.stream.drain()
+
+    def shutdown(self) -> None:
+        if isinstance(self.cycle, _Exchange) and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # close once the call in flight has answered
+            return
+        super().shutdown()
+
+
+def _head(status: int, headers: Headers, extra: bytes, keep_alive: bool) -> bytes:
+    parts = [STATUS_LINE[status]]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(extra)
+    if not keep_alive:
+        parts.append(_CLOSE)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def protocol_for(endpoint: GrpcWebEndpoint) -> type[GrpcWebHttpProtocol]:
+    """The protocol class, bound to ``endpoint``, for ``uvicorn.Config(http=…)``."""
+    return type("BoundGrpcWebHttpProtocol", (GrpcWebHttpProtocol,), {"endpoint": endpoint})

@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pulsebeam import proto
@@ -37,7 +37,14 @@ from pulsebeam.signaling.limits import RateLimiter
 from pulsebeam.signaling.metrics import SignalingMetrics
 from pulsebeam.signaling.records import Recorder
 from pulsebeam.signaling.router import Presence, Router
-from pulsebeam.signaling.streams import Address, Hub, Stream
+from pulsebeam.signaling.streams import (
+    Address,
+    Hub,
+    Stream,
+    StreamClock,
+    StreamSink,
+    StreamTimes,
+)
 from pulsebeam.turn.credentials import IceServer
 
 __all__ = ["Caller", "IceServerSource", "SignalingService"]
@@ -116,6 +123,8 @@ class SignalingService:
             collections.OrderedDict()
         )
         self._stopping = False
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._clock = StreamClock()
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -247,9 +256,11 @@ class SignalingService:
 
     def _own_address(self, caller: Caller, info: proto.PeerInfo, what: str) -> Address:
         """The caller's own connection address; refuses anyone else's ids or a reserved conn."""
-        group_id = validate_id(info.group_id, f"{what}.group_id")
-        peer_id = validate_id(info.peer_id, f"{what}.peer_id")
-        if (group_id, peer_id) != (caller.token.group_id, caller.token.peer_id):
+        group_id, peer_id = info.group_id, info.peer_id
+        if group_id != caller.token.group_id or peer_id != caller.token.peer_id:
+            # The token's ids are valid, so only a mismatch needs checking: for the exact error.
+            validate_id(group_id, f"{what}.group_id")
+            validate_id(peer_id, f"{what}.peer_id")
             raise PermissionDeniedError(
                 f"{what} is {group_id}/{peer_id} but the token is for"
                 f" {caller.token.group_id}/{caller.token.peer_id}"
@@ -292,10 +303,20 @@ class SignalingService:
 
     # -- Recv -----------------------------------------------------------------------------------
 
-    async def open_stream(self, caller: Caller, request: proto.RecvReq) -> Stream:
-        """Register the caller's stream and announce it (``Join``) to the peers that may see it.
+    async def open_stream(
+        self,
+        caller: Caller,
+        request: proto.RecvReq,
+        sink: StreamSink,
+        *,
+        client_timeout: float | None = None,
+    ) -> Stream:
+        """Register the caller's stream, announce it (``Join``) to the peers that may see it, and
+        start it on ``sink``; the stream then runs on its own until it ends (expiry, rotation,
+        revocation, ban, overflow, shutdown, or the transport closing it) and releases itself.
 
-        The caller must hand the stream to :meth:`pump`, or to :meth:`release` if it cannot.
+        ``client_timeout`` is the client's deadline (``grpc-timeout``): the stream ends with OK a
+        little before it, and the SDK reopens it with the same conn_id.
         """
         if self._stopping:
             raise UnavailableError("server is shutting down; reconnect to another node")
@@ -348,11 +369,20 @@ class SignalingService:
             if not replacing:
                 await self._announce(stream)
         except BaseException:
-            # Nobody will pump this stream: leaving it registered would keep a ghost that
+            # Nobody will run this stream: leaving it registered would keep a ghost that
             # counts toward the caps and that other nodes still see.
             await self._router.unregister(stream)
             self._metrics.streams.set(len(self._hub))
             raise
+        max_age = config.stream_max_age_secs
+        if client_timeout is not None:
+            max_age = min(max_age, max(1.0, client_timeout * 0.95))
+        times = StreamTimes(
+            ping_interval=config.ping_interval_secs,
+            expires_in=stream.expires_at - time.time(),
+            max_age=max_age,
+        )
+        stream.start(sink, times, clock=self._clock, ping=PING_BYTES, on_end=self._ended)
         return stream
 
     async def _announce(self, stream: Stream) -> None:
@@ -384,40 +414,19 @@ class SignalingService:
         except Exception:
             logger.warning("Join to %s not delivered", target.address, exc_info=True)
 
-    async def pump(
-        self, stream: Stream, *, max_age: float | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        """The stream's encoded ``RecvResp`` messages until it ends; ``stream.closed`` then says
-        why (expiry, rotation, revocation, ban, overflow, shutdown). Releases it at the end."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        expiry = now + (stream.expires_at - time.time())
-        age = self._config.stream_max_age_secs
-        rotate = now + (age if max_age is None else min(age, max_age))
-        interval = self._config.ping_interval_secs
-        next_ping = now + interval
-        try:
-            while stream.closed is None:
-                now = loop.time()
-                if now >= expiry:
-                    stream.close(
-                        GrpcStatus.UNAUTHENTICATED, "token expired: mint a new one, reopen Recv"
-                    )
-                elif now >= rotate:
-                    stream.close(GrpcStatus.OK, "stream rotated: reopen Recv")
-                elif now >= next_ping:
-                    next_ping = now + interval
-                    yield PING_BYTES
-                else:
-                    item = await stream.next(min(expiry, rotate, next_ping) - now)
-                    if item is not None:
-                        next_ping = loop.time() + interval
-                        yield item
-        finally:
-            await self.release(stream)
+    def _ended(self, stream: Stream) -> None:
+        """A started stream ended: unregister it (which may await the router) in the background."""
+        task = asyncio.get_running_loop().create_task(self._release(stream))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
-    async def release(self, stream: Stream) -> None:
-        """Unregister an opened stream and count how it ended (once per stream)."""
+    async def released(self) -> None:
+        """Wait until every ended stream is unregistered (before the router closes)."""
+        while self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
+
+    async def _release(self, stream: Stream) -> None:
+        """Unregister an ended stream and count how it ended (once per stream)."""
         await self._router.unregister(stream)
         self._metrics.streams.set(len(self._hub))
         closed = stream.closed

@@ -1,27 +1,35 @@
-"""The open ``Recv`` streams of this node: one bounded queue each, and the registry that finds,
-replaces and closes them.
+"""The open ``Recv`` streams of this node, and the registry that finds, replaces and closes them.
 
-Overflow policy: a stream holds at most ``queue_limit`` undelivered messages. A receiver that
-falls further behind (it stopped reading, or reads slower than it is sent to) is ended with
-RESOURCE_EXHAUSTED and its queue freed; the SDK reopens ``Recv`` (the status is retryable) and its
-end-to-end reliability (``seqnum``/``Ack``) resends what was lost. So one slow receiver costs the
-server at most ``queue_limit`` messages of ``max_message_bytes`` each, and never slows the senders.
+A stream pushes: a sender's ``Send`` hands the encoded message to the receiving stream, which
+writes it straight to its transport (a :class:`StreamSink`), with no task or queue per stream
+on the way. One clock per node (:class:`StreamClock`) sends the keepalive ``Ping`` and ends
+streams at token expiry and at rotation; a quiet stream is a few hundred bytes of Python objects.
+
+Overflow policy: while a sink cannot take more (its socket buffer is full, the client does not
+read), the stream keeps at most ``queue_limit`` undelivered messages. A receiver that falls
+further behind is ended with RESOURCE_EXHAUSTED and its backlog freed; the SDK reopens ``Recv``
+(the status is retryable) and its end-to-end reliability (``seqnum``/``Ack``) resends what was
+lost. So one slow receiver costs the server at most ``queue_limit`` messages of
+``max_message_bytes`` each, and never slows the senders.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pulsebeam.auth import PeerPolicy
 from pulsebeam.errors import GrpcStatus
 
-__all__ = ["Address", "Closed", "Hub", "Stream"]
+__all__ = ["Address", "Closed", "Hub", "Stream", "StreamClock", "StreamSink", "StreamTimes"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +55,80 @@ class Closed:
     message: str
 
 
+class StreamSink(Protocol):
+    """Where a stream's messages go: the response of one ``Recv`` call."""
+
+    @property
+    def ready(self) -> bool:
+        """True while the transport takes more without buffering (false before its headers are
+        out and while its socket is full); the sink calls :meth:`Stream.drain` when it is again."""
+
+    def write(self, payload: bytes) -> None:
+        """Send one encoded ``RecvResp``."""
+
+    def end(self, closed: Closed) -> None:
+        """Finish the response with these trailers (the client may be gone already)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTimes:
+    """When a started stream pings and ends, in seconds from its start."""
+
+    ping_interval: float
+    expires_in: float
+    max_age: float
+
+
+class StreamClock:
+    """One timer for all of a node's streams, in slots of :attr:`resolution` seconds.
+
+    Why not ``loop.call_later`` per stream: a timer handle costs more memory than the rest of an
+    idle stream's own state, and traffic would re-arm it on every message. Here a stream sits in
+    the slot of its next due time (ping, expiry or rotation: at most a ping interval away) and
+    re-schedules itself when that slot comes up, so traffic costs nothing.
+    """
+
+    def __init__(self, resolution: float = 0.25) -> None:
+        self.resolution = resolution
+        self._slots: dict[int, list[Stream]] = {}
+        self._order: list[int] = []  # heap of the keys of _slots
+        self._armed: tuple[int, asyncio.TimerHandle] | None = None
+
+    def __len__(self) -> int:
+        """How many stream entries wait for their slot (ended streams until their slot comes)."""
+        return sum(len(members) for members in self._slots.values())
+
+    def schedule(self, stream: Stream, due: float) -> None:
+        """Call ``stream.tick()`` at ``due`` (``time.monotonic()``), rounded up to a slot."""
+        slot = math.ceil(due / self.resolution)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = []
+            heapq.heappush(self._order, slot)
+        members.append(stream)
+        if self._armed is None or slot < self._armed[0]:
+            self._arm(slot)
+
+    def _arm(self, slot: int) -> None:
+        if self._armed is not None:
+            self._armed[1].cancel()
+        delay = max(slot * self.resolution - time.monotonic(), 0.0)
+        self._armed = (slot, asyncio.get_running_loop().call_later(delay, self._run))
+
+    def _run(self) -> None:
+        self._armed = None
+        now_slot = math.floor(time.monotonic() / self.resolution)
+        order = self._order
+        while order and order[0] <= now_slot:
+            for stream in self._slots.pop(heapq.heappop(order)):
+                stream.tick()  # may schedule it again, into a later slot
+        if order:
+            self._arm(order[0])
+
+
 @dataclass(eq=False, slots=True)
 class Stream:
-    """A live ``Recv`` stream: who holds it, under which token, and its outgoing queue."""
+    """A live ``Recv`` stream: who holds it, under which token, and where its messages go."""
 
     address: Address
     key_id: str
@@ -59,54 +138,115 @@ class Stream:
     opened_at: float = field(default_factory=time.time)
     stream_id: str = field(default_factory=lambda: secrets.token_hex(8))
     closed: Closed | None = None
-    _queue: collections.deque[bytes] = field(default_factory=collections.deque)
-    # A future only while the stream's writer waits (an Event per idle stream costs more).
-    _waiter: asyncio.Future[None] | None = None
+    _sink: StreamSink | None = None
+    # Messages the sink could not take yet; allocated only when needed (memory per idle stream).
+    _backlog: collections.deque[bytes] | None = None
+    _on_end: Callable[[Stream], None] | None = None
+    _clock: StreamClock | None = None
+    _ping: bytes = b""
+    _times: StreamTimes | None = None
+    _started: float = 0.0  # time.monotonic() at start
+    _last_write: float = 0.0
+
+    def start(
+        self,
+        sink: StreamSink,
+        times: StreamTimes,
+        *,
+        clock: StreamClock,
+        ping: bytes,
+        on_end: Callable[[Stream], None],
+    ) -> None:
+        """Attach the transport and join the clock; ``on_end`` runs once when the stream ends."""
+        self._sink = sink
+        self._on_end = on_end
+        self._ping = ping
+        self._times = times
+        self._clock = clock
+        self._started = self._last_write = time.monotonic()
+        if self.closed is not None:  # revoked or replaced while it was being opened
+            self._finish(self.closed)
+            return
+        self._schedule()
+        self.drain()
 
     def push(self, payload: bytes) -> bool:
-        """Queue one encoded ``RecvResp``; False if the stream is closed (or just overflowed)."""
+        """Hand over one encoded ``RecvResp``; False if the stream is closed (or overflowed)."""
         if self.closed is not None:
             return False
-        if len(self._queue) >= self.queue_limit:
-            self._queue.clear()
+        sink = self._sink
+        if sink is not None and not self._backlog and sink.ready:
+            sink.write(payload)
+            self._last_write = time.monotonic()
+            return True
+        backlog = self._backlog
+        if backlog is None:
+            backlog = self._backlog = collections.deque()
+        if len(backlog) >= self.queue_limit:
             self.close(
                 GrpcStatus.RESOURCE_EXHAUSTED,
                 f"receiver fell {self.queue_limit} messages behind; reopen Recv",
             )
             logger.warning("stream %s overflowed and was closed", self.address)
             return False
-        self._queue.append(payload)
-        self._wake()
+        backlog.append(payload)
         return True
+
+    def drain(self) -> None:
+        """Write what the sink could not take before; its transport calls this when ready."""
+        sink, backlog = self._sink, self._backlog
+        if sink is None or not backlog:
+            return
+        while backlog and sink.ready and self.closed is None:
+            sink.write(backlog.popleft())
+            self._last_write = time.monotonic()
 
     def close(self, status: GrpcStatus, message: str) -> None:
         if self.closed is None:
             self.closed = Closed(status, message)
-            self._wake()
+            self._backlog = None
+            if self._sink is not None:
+                self._finish(self.closed)
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _finish(self, closed: Closed) -> None:
+        if self._sink is not None:
+            self._sink.end(closed)
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self)
 
-    async def next(self, wait_secs: float) -> bytes | None:
-        """The next queued message, or None after ``wait_secs`` seconds or when closed."""
-        if not self._queue and self.closed is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(max(wait_secs, 0.0)):
-                    await self._waiter
-            except TimeoutError:
-                return None
-            finally:
-                self._waiter = None
-        if self.closed is not None or not self._queue:
-            return None
-        return self._queue.popleft()
+    def _schedule(self) -> None:
+        times, clock = self._times, self._clock
+        assert times is not None
+        assert clock is not None
+        started = self._started
+        due = min(
+            started + times.expires_in,
+            started + times.max_age,
+            self._last_write + times.ping_interval,
+        )
+        clock.schedule(self, due)
+
+    def tick(self) -> None:
+        """The clock's call: ping if idle for an interval, end at expiry or rotation."""
+        times = self._times
+        if self.closed is not None or times is None:
+            return  # ended since it was scheduled: the clock just lets go of it
+        now = time.monotonic()
+        if now >= self._started + times.expires_in:
+            self.close(GrpcStatus.UNAUTHENTICATED, "token expired: mint a new one, reopen Recv")
+        elif now >= self._started + times.max_age:
+            self.close(GrpcStatus.OK, "stream rotated: reopen Recv")
+        else:
+            if now >= self._last_write + times.ping_interval:
+                self.push(self._ping)
+                self._last_write = now  # also while backlogged: one ping per interval at most
+            if self.closed is None:
+                self._schedule()
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._backlog) if self._backlog is not None else 0
 
 
 class Hub:

@@ -1,0 +1,204 @@
+"""The HTTP/1.1 fast path (:mod:`pulsebeam.signaling.http1`) on a raw socket: what HTTP clients
+other than browsers may do — pipelining, HTTP/1.0, chunked request bodies, oversized bodies,
+closing mid-stream — is answered correctly and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pulsebeam import proto
+from tests.fixtures.server import RunningServer, acreate_project, start_server
+from tests.signaling.conftest import ClientFactory
+from tests.signaling.grpcweb_client import (
+    CONTENT_TYPE,
+    SERVICE,
+    frame,
+    message,
+    parse_trailers,
+    peer,
+    split_frames,
+)
+
+
+class RawResponse:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def grpc_status(self) -> int:
+        frames, rest = split_frames(self.body)
+        assert not rest
+        trailers = [payload for flag, payload in frames if flag & 0x80]
+        assert len(trailers) == 1, frames
+        return int(parse_trailers(trailers[0])["grpc-status"])
+
+
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    async with asyncio.timeout(5):
+        status_line = await reader.readuntil(b"\r\n")
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = await reader.readexactly(int(headers["content-length"]))
+        else:
+            assert headers.get("transfer-encoding") == "chunked", headers
+            parts = []
+            while (size := int((await reader.readuntil(b"\r\n")).strip(), 16)) > 0:
+                parts.append(await reader.readexactly(size))
+                assert await reader.readexactly(2) == b"\r\n"
+            assert await reader.readexactly(2) == b"\r\n"
+            body = b"".join(parts)
+    return RawResponse(status, headers, body)
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    server: RunningServer,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    url = urllib.parse.urlsplit(server.url)
+    assert url.hostname is not None
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def grpc_request(
+    method: str, token: str, body: bytes, *, version: str = "1.1", extra: str = ""
+) -> bytes:
+    head = (
+        f"POST /grpc/{SERVICE}/{method} HTTP/{version}\r\nhost: 127.0.0.1\r\n"
+        f"content-type: {CONTENT_TYPE}\r\nauthorization: Bearer {token}\r\n{extra}"
+    )
+    if "transfer-encoding" not in extra:
+        head += f"content-length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+@pytest.fixture
+def alice_token(client: ClientFactory) -> str:
+    token = client("g", "alice").token
+    assert token is not None
+    return token
+
+
+def send_body(src: proto.PeerInfo, dst: proto.PeerInfo) -> bytes:
+    return frame(proto.SendReq(msg=message(src, dst, "ping")).SerializeToString())
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    server: RunningServer, alice_token: str
+) -> None:
+    me = peer("g", "alice", 1001)
+    dropped = send_body(me, me)  # self-addressed: OK, dropped
+    missing = send_body(me, peer("g", "nobody", 0))  # NOT_FOUND
+    async with raw_connection(server) as (reader, writer):
+        writer.write(
+            grpc_request("Send", alice_token, dropped)
+            + b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+            + grpc_request("Send", alice_token, missing)
+            + grpc_request("Send", alice_token, dropped)
+        )
+        first = await read_response(reader)
+        health = await read_response(reader)
+        third = await read_response(reader)
+        fourth = await read_response(reader)
+    assert (first.status, first.grpc_status()) == (200, 0)
+    assert health.status == 200
+    assert b"ok" in health.body.lower()
+    assert (third.status, third.grpc_status()) == (200, 5)  # NOT_FOUND
+    assert (fourth.status, fourth.grpc_status()) == (200, 0)
+
+
+async def test_http10_and_chunked_request_bodies_are_served(
+    server: RunningServer, alice_token: str
+) -> None:
+    me = peer("g", "alice", 1002)
+    body = send_body(me, me)
+    chunked = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+    async with raw_connection(server) as (reader, writer):
+        writer.write(
+            grpc_request("Send", alice_token, chunked, extra="transfer-encoding: chunked\r\n")
+        )
+        reply = await read_response(reader)
+        assert (reply.status, reply.grpc_status()) == (200, 0)
+        assert reply.headers["content-type"] == CONTENT_TYPE
+    async with raw_connection(server) as (reader, writer):
+        writer.write(grpc_request("Send", alice_token, body, version="1.0"))
+        reply = await read_response(reader)
+        assert (reply.status, reply.grpc_status()) == (200, 0)
+
+
+async def test_an_oversized_body_is_refused_at_once_and_the_connection_closed(
+    server: RunningServer, alice_token: str
+) -> None:
+    async with raw_connection(server) as (reader, writer):
+        head = grpc_request("Send", alice_token, b"", extra="content-length: 100000000\r\n")
+        # The request claims 100 MB; the server answers after the first 64 KiB, not the rest.
+        writer.write(head.replace(b"content-length: 0\r\n", b"") + b"\0" * 65536)
+        reply = await read_response(reader)
+        assert reply.status == 200
+        assert reply.grpc_status() == 8  # RESOURCE_EXHAUSTED
+        assert reply.headers.get("connection") == "close"
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the server
+
+
+async def test_a_recv_stream_is_chunked_and_ends_when_the_client_leaves(
+    server: RunningServer, client: ClientFactory
+) -> None:
+    bob = client("g", "bob")
+    alice = client("g", "alice")
+    assert bob.token is not None
+    recv = frame(proto.RecvReq(src=peer("g", "bob", 2001)).SerializeToString())
+    async with raw_connection(server) as (reader, writer):
+        writer.write(grpc_request("Recv", bob.token, recv))
+        async with asyncio.timeout(5):
+            status_line = await reader.readuntil(b"\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert status_line.startswith(b"HTTP/1.1 200")
+        assert b"transfer-encoding: chunked" in head.lower()
+        reply = await alice.send(message(peer("g", "alice", 2002), peer("g", "bob", 2001), "ack"))
+        assert reply.status == 0, reply.message
+        async with asyncio.timeout(5):
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size)
+        frames, _ = split_frames(chunk)
+        assert proto.RecvResp.FromString(frames[0][1]).msg.payload.HasField("ack")
+    # The client left: the stream is gone, so bob is no longer reachable.
+    async with asyncio.timeout(5):
+        while True:
+            reply = await alice.send(
+                message(peer("g", "alice", 2002), peer("g", "bob", 2001), "ack")
+            )
+            if reply.status == 5:
+                break
+            await asyncio.sleep(0.05)
+
+
+async def test_keep_alive_closes_idle_connections_only(tmp_path: Path) -> None:
+    with start_server(tmp_path, "--keep-alive", "1") as server:
+        keys = await acreate_project(server)
+        token = keys.token("g", "alice", "*:*", 3600)
+        me = peer("g", "alice", 3001)
+        async with raw_connection(server) as (reader, writer):
+            for _ in range(6):  # busy for 1.8 s, never idle for 1 s: stays open
+                writer.write(grpc_request("Send", token, send_body(me, me)))
+                reply = await read_response(reader)
+                assert reply.grpc_status() == 0
+                await asyncio.sleep(0.3)
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""  # then idle: closed after about 1 s
