@@ -202,3 +202,18 @@ async def test_keep_alive_closes_idle_connections_only(tmp_path: Path) -> None:
                 await asyncio.sleep(0.3)
             async with asyncio.timeout(5):
                 assert await reader.read() == b""  # then idle: closed after about 1 s
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+    server: RunningServer, alice_token: str
+) -> None:
+    me = peer("g", "alice", 1003)
+    body = send_body(me, me)
+    request = grpc_request("Send", alice_token, body, extra="expect: 100-continue\r\n")
+    async with raw_connection(server) as (reader, writer):
+        writer.write(request[: -len(body)])  # the head alone: the client waits for 100
+        async with asyncio.timeout(5):
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        reply = await read_response(reader)
+        assert (reply.status, reply.grpc_status()) == (200, 0)

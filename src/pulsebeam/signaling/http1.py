@@ -34,6 +34,7 @@ _WANTED = (b"authorization", b"content-type", b"origin", b"grpc-timeout")
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _CoalescingTransport:
@@ -248,6 +249,8 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         fast.body = []
         fast.size = 0
         self.headers = []  # not needed any more (memory of a long Recv)
+        if self.expect_100_continue:
+            self.wire.write_now(_CONTINUE)  # curl asks before a body over 1 KiB, then waits
 
     def _takes_fast_path(self) -> bool:
         parser = self.parser
