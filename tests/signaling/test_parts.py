@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from pulsebeam.auth import PeerPolicy, parse_public_key
 from pulsebeam.config import StoreConfig
@@ -24,6 +25,7 @@ from pulsebeam.signaling.grpcweb_frames import (
     encode_trailers,
 )
 from pulsebeam.signaling.limits import RateLimiter
+from pulsebeam.signaling.metrics import SignalingMetrics
 from pulsebeam.signaling.streams import Address, Closed, Hub, Stream, StreamClock, StreamTimes
 from tests.signaling.grpcweb_client import parse_trailers, split_frames
 from tests.signaling.sinks import RecordingSink, start
@@ -176,6 +178,23 @@ async def test_one_clock_serves_many_streams_and_lets_go_of_ended_ones() -> None
     assert all(sink.written and set(sink.written) == {b"PING"} for sink in live)
     assert all(not sink.written for sink in sinks[::2])
     assert len(clock) == 100  # the ended streams left at their slot; the live ones re-joined
+
+
+def test_per_message_figures_are_exposed_as_prometheus_metrics() -> None:
+    metrics = SignalingMetrics()
+    for seconds in (0.0004, 0.0007, 0.3, 2.0):
+        metrics.call("Send", "OK")
+        metrics.call_time("Send", seconds)
+    metrics.call("Recv", "UNAUTHENTICATED")
+    metrics.message("delivered")
+    text = generate_latest(metrics.registry).decode()
+    assert 'pulsebeam_signaling_calls_total{code="OK",method="Send"} 4.0' in text
+    assert 'pulsebeam_signaling_calls_total{code="UNAUTHENTICATED",method="Recv"} 1.0' in text
+    assert 'pulsebeam_signaling_messages_total{outcome="delivered"} 1.0' in text
+    # Cumulative buckets: le=0.0005 holds one, le=0.001 two, le=0.5 three, +Inf all four.
+    for bound, count in (("0.0005", 1), ("0.001", 2), ("0.1", 2), ("0.5", 3), ("+Inf", 4)):
+        assert f'unary_seconds_bucket{{le="{bound}",method="Send"}} {count}.0' in text, bound
+    assert 'pulsebeam_signaling_unary_seconds_count{method="Send"} 4.0' in text
 
 
 def test_hub_replaces_same_connection_and_counts_per_project() -> None:

@@ -48,6 +48,8 @@ def validate_pattern(value: object, what: str) -> str:
 
 def pattern_matches(pattern: str, value: str) -> bool:
     """Whether a (validated) pattern matches an id."""
+    if pattern == "*":  # the common policy, checked twice per relayed message
+        return True
     star = pattern.find("*")
     if star < 0:
         return pattern == value

@@ -30,7 +30,7 @@ __all__ = ["GrpcWebHttpProtocol", "protocol_for"]
 
 _PREFIX = PREFIX.encode()
 # The only request headers the endpoint reads (every other one is skipped, not decoded).
-_WANTED = (b"authorization", b"content-type", b"origin", b"grpc-timeout")
+_WANTED = frozenset((b"authorization", b"content-type", b"origin", b"grpc-timeout"))
 _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -231,7 +231,13 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         fast.keep_alive = self.parser.should_keep_alive()
         path = self.url.partition(b"?")[0]
         found = dict(self.headers)
-        key = (path, *(found.get(name) for name in _WANTED))
+        key = (
+            path,
+            found.get(b"authorization"),
+            found.get(b"content-type"),
+            found.get(b"origin"),
+            found.get(b"grpc-timeout"),
+        )
         if key == fast.route_key:
             fast.call = fast.route_value
         else:

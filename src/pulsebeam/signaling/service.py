@@ -189,6 +189,8 @@ class SignalingService:
     # -- Send -----------------------------------------------------------------------------------
 
     async def send(self, caller: Caller, request: proto.SendReq) -> proto.SendResp:
+        # The hot path of the server: each protobuf accessor below builds a wrapper object,
+        # so every submessage is read once.
         if not request.HasField("msg"):
             raise InvalidArgumentError("SendReq.msg is required")
         msg = request.msg
@@ -209,11 +211,12 @@ class SignalingService:
                 "msg.payload must carry one of signal, join, bye, ack or ping"
             )
         src = self._own_address(caller, header.src, "msg.header.src")
+        dst_info = header.dst
         dst = Address(
             caller.project_id,
-            validate_id(header.dst.group_id, "msg.header.dst.group_id"),
-            validate_id(header.dst.peer_id, "msg.header.dst.peer_id"),
-            header.dst.conn_id,
+            validate_id(dst_info.group_id, "msg.header.dst.group_id"),
+            validate_id(dst_info.peer_id, "msg.header.dst.peer_id"),
+            dst_info.conn_id,
         )
         if 0 < dst.conn_id <= MAX_RESERVED_CONN_ID:
             raise InvalidArgumentError(
