@@ -170,10 +170,10 @@ class SignalingConfig:
     send_rate: float = setting(50.0, "send-rate", "messages per second per peer (sustained)")
     send_burst: int = setting(200, "send-burst", "messages a peer may send in a burst")
     max_streams_per_project: int = setting(
-        10_000, "max-project-streams", "open Recv streams per project on one node"
+        10_000, "max-project-streams", "open Recv streams per project, across all nodes"
     )
     max_streams_per_peer: int = setting(
-        16, "max-streams-per-peer", "open Recv streams per peer (group/peer id) on one node"
+        16, "max-streams-per-peer", "open Recv streams per peer (group/peer id), all nodes"
     )
     recv_rate: float = setting(2.0, "recv-rate", "Recv opens per second per peer (sustained)")
     recv_burst: int = setting(32, "recv-burst", "Recv opens a peer may make in a burst")

@@ -14,18 +14,27 @@ import pytest
 
 from pulsebeam import proto
 from tests.fixtures.server import RunningServer, acreate_project, start_server
-from tests.signaling.grpcweb_client import Client, message, peer
+from tests.signaling.grpcweb_client import Client, StreamEnded, message, peer
 from tests.signaling.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
-OK, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE, UNAUTHENTICATED = 0, 5, 7, 14, 16
+OK, NOT_FOUND, PERMISSION_DENIED, RESOURCE_EXHAUSTED, UNAVAILABLE, UNAUTHENTICATED = (
+    0,
+    5,
+    7,
+    8,
+    14,
+    16,
+)
 TTL = 1.5
 
 
 @contextlib.contextmanager
-def two_nodes(tmp_path: Path, redis_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
-    args = ("--redis-url", redis_url, "--presence-ttl", str(TTL), "--ping-interval", "1")
+def two_nodes(
+    tmp_path: Path, redis_url: str, *extra: str
+) -> Iterator[tuple[RunningServer, RunningServer]]:
+    args = ("--redis-url", redis_url, "--presence-ttl", str(TTL), "--ping-interval", "1", *extra)
     with (
         start_server(tmp_path / "data", *args, "--node-id", "node-a") as a,
         start_server(tmp_path / "data", *args, "--node-id", "node-b") as b,
@@ -175,3 +184,51 @@ async def test_a_failed_join_broadcast_neither_fails_recv_nor_leaks_its_stream(
                     assert (await alice.send(to_callee)).status == OK, name
                     assert kind(await stream.next()) == "ack"
         assert "not broadcast: group lookup failed" in node.log()
+
+
+async def open_status(client: Client, group: str, peer_id: str, conn: int) -> int:
+    """OK if a Recv opens (a ping arrives), else the status it ended with."""
+    async with client.recv(group, peer_id, conn) as stream:
+        try:
+            await stream.next(1.5, pings=True)
+        except StreamEnded as ended:
+            return ended.status
+    return OK
+
+
+async def test_stream_caps_hold_across_nodes(tmp_path: Path, redis_server: RedisServer) -> None:
+    caps = ("--max-project-streams", "3", "--max-streams-per-peer", "2")
+    with two_nodes(tmp_path, redis_server.url, *caps) as (node_a, node_b):
+        project = await acreate_project(node_a)
+        async with httpx.AsyncClient(timeout=10) as http:
+            alice_a = Client(http, node_a.grpc, project.token("room", "alice"))
+            alice_b = Client(http, node_b.grpc, project.token("room", "alice"))
+            bob = Client(http, node_b.grpc, project.token("room", "bob"))
+            carol = Client(http, node_b.grpc, project.token("room", "carol"))
+            async with (
+                alice_a.recv("room", "alice", 1001) as first,
+                alice_a.recv("room", "alice", 1002) as second,
+            ):
+                await first.next(pings=True)  # both open (a ping within the interval)
+                await second.next(pings=True)
+                async with alice_b.recv("room", "alice", 1003) as third:
+                    refused = await third.end()
+                assert refused.status == RESOURCE_EXHAUSTED  # the peer's 2, counted on A
+                assert "limit per peer" in refused.message
+                async with bob.recv("room", "bob", 2001) as bobs:
+                    await bobs.next(pings=True)  # the project's third stream
+                    async with carol.recv("room", "carol", 3001) as carols:
+                        refused = await carols.end()
+                    assert refused.status == RESOURCE_EXHAUSTED
+                    assert "its limit of 3" in refused.message
+                    node_a.process.send_signal(signal.SIGKILL)  # alice's two streams die with A
+                    node_a.process.wait(timeout=5)
+                    # Once A's heartbeat expires its count no longer holds carol back.
+                    statuses = []
+                    for _ in range(int(TTL * 20) + 20):
+                        statuses.append(await open_status(carol, "room", "carol", 3001))
+                        if statuses[-1] == OK:
+                            break
+                        await asyncio.sleep(0.1)
+                    assert statuses[-1] == OK, "a dead node's streams still count"
+                    assert set(statuses[:-1]) <= {RESOURCE_EXHAUSTED}

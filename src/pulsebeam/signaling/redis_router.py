@@ -6,6 +6,7 @@ Keys (``P``/``G``/``E`` = project, group, peer; all expire unless refreshed):
 - ``pb:c:P:G:E:CONN`` -> ``<stream id>|<json>``: one live connection (node, policy, opened at);
 - ``pb:p:P:G:E`` sorted set of the peer's conn ids by opening time (``conn_id 0`` -> newest);
 - ``pb:g:P:G`` sorted set of ``E:CONN`` members (the ``Join`` broadcast);
+- ``pb:s:P`` hash of node -> the node's open streams of the project (the cluster-wide cap);
 - ``pb:n:NODE``: the node's heartbeat.
 
 Each node subscribes to its own channel ``pb:node:NODE`` and to ``pb:events`` (control events).
@@ -35,7 +36,13 @@ from redis.exceptions import RedisError
 from pulsebeam.auth import PeerPolicy
 from pulsebeam.control.events import ControlEvent, event_from_json, event_to_json
 from pulsebeam.errors import ConfigError, UnavailableError
-from pulsebeam.signaling.router import EventHandler, Presence, new_node_id, push_to_stream
+from pulsebeam.signaling.router import (
+    EventHandler,
+    Presence,
+    StreamCounts,
+    new_node_id,
+    push_to_stream,
+)
 from pulsebeam.signaling.streams import Address, Hub, Stream
 
 __all__ = ["RedisRouter"]
@@ -60,12 +67,42 @@ return 0
 """
 
 
+# Open streams of a project (per node, live nodes only, pruning dead nodes' counts) and of a
+# peer (its conn ids whose presence is still there).
+_STREAM_COUNTS = """
+local counts = redis.call('HGETALL', KEYS[1])
+local project = 0
+for i = 1, #counts, 2 do
+  if redis.call('EXISTS', 'pb:n:' .. counts[i]) == 1 then
+    project = project + tonumber(counts[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], counts[i])
+  end
+end
+local peer = 0
+for _, conn in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', ARGV[1] .. conn) == 1 then
+    peer = peer + 1
+  end
+end
+return {project, peer}
+"""
+
+
+def _conn_prefix(project_id: str, group_id: str, peer_id: str) -> str:
+    return f"pb:c:{project_id}:{group_id}:{peer_id}:"
+
+
 def _conn_key(a: Address) -> str:
-    return f"pb:c:{a.project_id}:{a.group_id}:{a.peer_id}:{a.conn_id}"
+    return _conn_prefix(a.project_id, a.group_id, a.peer_id) + str(a.conn_id)
 
 
 def _peer_key(a: Address) -> str:
     return f"pb:p:{a.project_id}:{a.group_id}:{a.peer_id}"
+
+
+def _counts_key(project_id: str) -> str:
+    return f"pb:s:{project_id}"
 
 
 def _group_key(project_id: str, group_id: str) -> str:
@@ -100,6 +137,7 @@ class RedisRouter:
         self._beat_secs = presence_ttl_secs / 3
         self._channel = _node_channel(self.node_id).encode()
         self._unregister = client.register_script(_UNREGISTER)
+        self._stream_counts = client.register_script(_STREAM_COUNTS)
         self._on_event: EventHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._failures = 0
@@ -163,6 +201,8 @@ class RedisRouter:
         for stream in self._hub:
             if stream.closed is None:
                 self._write_presence(pipe, stream)
+        for project_id in self._hub.projects():
+            self._write_count(pipe, project_id)
         await pipe.execute()
 
     async def _listen(self) -> None:
@@ -253,10 +293,20 @@ class RedisRouter:
         pipe.zadd(group, {f"{a.peer_id}:{a.conn_id}": stream.opened_at})
         pipe.pexpire(group, self._ttl_ms)
 
+    def _write_count(self, pipe: Any, project_id: str) -> None:
+        key = _counts_key(project_id)
+        count = self._hub.count(project_id)
+        if count:
+            pipe.hset(key, self.node_id, count)
+            pipe.pexpire(key, self._ttl_ms)
+        else:
+            pipe.hdel(key, self.node_id)
+
     async def register(self, stream: Stream) -> Stream | None:
         replaced = self._hub.add(stream)
         pipe = self._client.pipeline(transaction=False)
         self._write_presence(pipe, stream)
+        self._write_count(pipe, stream.address.project_id)
         try:
             async with _redis_errors("opening the stream"):
                 await pipe.execute()
@@ -280,6 +330,18 @@ class RedisRouter:
             keys=[_conn_key(a), _peer_key(a), _group_key(a.project_id, a.group_id)],
             args=[f"{stream.stream_id}|", str(a.conn_id), f"{a.peer_id}:{a.conn_id}"],
         )
+        pipe = self._client.pipeline(transaction=False)
+        self._write_count(pipe, a.project_id)
+        await pipe.execute()
+
+    async def stream_counts(self, project_id: str, group_id: str, peer_id: str) -> StreamCounts:
+        peer = Address(project_id, group_id, peer_id, 0)
+        async with _redis_errors("counting open streams"):
+            project_count, peer_count = await self._stream_counts(
+                keys=[_counts_key(project_id), _peer_key(peer)],
+                args=[_conn_prefix(project_id, group_id, peer_id)],
+            )
+        return StreamCounts(int(project_count), int(peer_count))
 
     async def resolve(self, address: Address) -> Presence | None:
         async with _redis_errors("looking up a peer"):

@@ -19,7 +19,15 @@ from pulsebeam.auth import PeerPolicy
 from pulsebeam.control.events import ControlEvent
 from pulsebeam.signaling.streams import Address, Hub, Stream
 
-__all__ = ["EventHandler", "LocalRouter", "Presence", "Router", "new_node_id", "push_to_stream"]
+__all__ = [
+    "EventHandler",
+    "LocalRouter",
+    "Presence",
+    "Router",
+    "StreamCounts",
+    "new_node_id",
+    "push_to_stream",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,12 @@ EventHandler = Callable[[ControlEvent], Awaitable[None]]
 
 def new_node_id() -> str:
     return "node-" + secrets.token_hex(4)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCounts:
+    project: int
+    peer: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,10 @@ class Router(Protocol):
 
     async def group(self, project_id: str, group_id: str) -> list[Presence]:
         """Every live connection of a group (for the ``Join`` broadcast)."""
+
+    async def stream_counts(self, project_id: str, group_id: str, peer_id: str) -> StreamCounts:
+        """Open streams of the project and of the peer, on every node (the per-project and
+        per-peer caps hold for the cluster, not per node)."""
 
     async def deliver(self, target: Presence, payload: bytes) -> bool:
         """Queue an encoded ``RecvResp`` on the target's stream; False if it is gone.
@@ -120,6 +138,10 @@ class LocalRouter:
             for s in self._hub.group(project_id, group_id)
             if s.closed is None
         ]
+
+    async def stream_counts(self, project_id: str, group_id: str, peer_id: str) -> StreamCounts:
+        hub = self._hub
+        return StreamCounts(hub.count(project_id), hub.count_peer(project_id, group_id, peer_id))
 
     async def deliver(self, target: Presence, payload: bytes) -> bool:
         return push_to_stream(self._hub, target.address, target.stream_id, payload)

@@ -335,15 +335,15 @@ class SignalingService:
             )
         replacing = self._hub.get(address) is not None
         if not replacing:
-            if self._hub.count(caller.project_id) >= config.max_streams_per_project:
+            counts = await self._router.stream_counts(*self._peer_key(caller))
+            if counts.project >= config.max_streams_per_project:
                 raise ResourceExhaustedError(
-                    f"the project has {config.max_streams_per_project} open streams on this"
-                    " node, its limit"
+                    f"the project has {counts.project} open streams, its limit of"
+                    f" {config.max_streams_per_project}: close some first"
                 )
-            peer_streams = self._hub.count_peer(*self._peer_key(caller))
-            if peer_streams >= config.max_streams_per_peer:
+            if counts.peer >= config.max_streams_per_peer:
                 raise ResourceExhaustedError(
-                    f"{who} has {peer_streams} open streams on this node, the limit per peer:"
+                    f"{who} has {counts.peer} open streams, the limit per peer:"
                     " close one (or reopen an existing conn_id) first"
                 )
         stream = Stream(

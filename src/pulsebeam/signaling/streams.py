@@ -267,6 +267,10 @@ class Hub:
     def count(self, project_id: str) -> int:
         return self._per_project[project_id]
 
+    def projects(self) -> list[str]:
+        """The projects with open streams on this node."""
+        return list(self._per_project)
+
     def count_peer(self, project_id: str, group_id: str, peer_id: str) -> int:
         return self._per_peer[(project_id, group_id, peer_id)]
 
