@@ -80,7 +80,7 @@ for i = 1, #counts, 2 do
   end
 end
 local peer = 0
-for _, conn in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+for _, conn in ipairs(redis.call('ZREVRANGE', KEYS[2], 0, -1)) do
   if redis.call('EXISTS', ARGV[1] .. conn) == 1 then
     peer = peer + 1
   end
