@@ -134,6 +134,7 @@ class Node:
             self.metrics,
             max_message_bytes=config.signaling.max_message_bytes,
             cors_origins=config.signaling.cors_origins,
+            inline_calls=not router.suspends,
         )
         self.app = GrpcWebMiddleware(self._http_app(), self.endpoint)
         self._tasks: list[asyncio.Task[None]] = []

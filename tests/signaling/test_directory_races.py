@@ -161,3 +161,33 @@ async def test_a_ban_lifted_during_a_reload_stays_lifted(store: SlowStore) -> No
     await reload
     assert bans.matching(project_id, "room", "mallory") is None
     assert bans.matching(project_id, "room", "eve") == kept
+
+
+class CountingStore(SlowStore):
+    get_key_calls = 0
+
+    async def get_key(self, kid: str) -> KeyInfo | None:
+        self.get_key_calls += 1
+        return await super().get_key(kid)
+
+
+async def test_concurrent_misses_of_one_key_share_one_read_that_outlives_its_callers(
+    tmp_path: Path,
+) -> None:
+    store = await CountingStore.open(StoreConfig(data_dir=tmp_path))
+    store.holds = {}
+    try:
+        project_id = await _project(store)
+        directory = KeyDirectory(store)
+        await directory.load()
+        kid = (await store.create_key(project_id, "k", ACTOR)).key.kid
+        hold = _hold(store, "get_key")
+        callers = [asyncio.create_task(directory.ensure(kid)) for _ in range(20)]
+        await hold.wait_reached()
+        callers[0].cancel()  # one caller gives up (its client went away) ...
+        hold.release.set()
+        assert await asyncio.gather(*callers[1:]) == [True] * 19
+        assert store.get_key_calls == 1  # ... the others still got the one read's answer
+        assert directory.project_of(kid) == project_id
+    finally:
+        await store.close()

@@ -149,6 +149,8 @@ async def test_an_oversized_body_is_refused_at_once_and_the_connection_closed(
         head = grpc_request("Send", alice_token, b"", extra="content-length: 100000000\r\n")
         # The request claims 100 MB; the server answers after the first 64 KiB, not the rest.
         writer.write(head.replace(b"content-length: 0\r\n", b"") + b"\0" * 65536)
+        await asyncio.sleep(0.2)
+        writer.write(b"\0" * 262144)  # still sending: must not reset the answer away
         reply = await read_response(reader)
         assert reply.status == 200
         assert reply.grpc_status() == 8  # RESOURCE_EXHAUSTED
@@ -217,3 +219,22 @@ async def test_expect_100_continue_is_answered_before_the_body(
         writer.write(body)
         reply = await read_response(reader)
         assert (reply.status, reply.grpc_status()) == (200, 0)
+
+
+async def test_a_call_that_must_fetch_its_key_answers_before_what_is_pipelined_behind(
+    server: RunningServer,
+) -> None:
+    # A brand-new key: the Send waits for the store (it cannot finish inline), and the request
+    # pipelined behind it must wait for its answer.
+    keys = await acreate_project(server)
+    token = keys.token("g", "dora", "*:*", 3600)
+    me = peer("g", "dora", 1004)
+    async with raw_connection(server) as (reader, writer):
+        writer.write(
+            grpc_request("Send", token, send_body(me, peer("g", "nobody", 0)))
+            + b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+        )
+        first = await read_response(reader)
+        second = await read_response(reader)
+    assert (first.status, first.grpc_status()) == (200, 5)  # NOT_FOUND: the key was found
+    assert second.status == 200

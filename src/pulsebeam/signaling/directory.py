@@ -13,6 +13,7 @@ their in-memory state when the read's snapshot lands.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -89,6 +90,7 @@ class KeyDirectory:
         self._clock = clock
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
         self._misses: dict[str, float] = {}
+        self._fetches: dict[str, asyncio.Future[bool]] = {}
         self._changes: _Changes[str] = _Changes()
 
     def __len__(self) -> int:
@@ -127,13 +129,24 @@ class KeyDirectory:
 
     async def ensure(self, kid: str) -> bool:
         """Fetch ``kid`` if it is not known; True if it is known now (fetched by this call or a
-        concurrent one). A key deleted while it was being fetched stays out."""
+        concurrent one). A key deleted while it was being fetched stays out.
+
+        Concurrent calls for one kid share one store read, run as a task of its own: the caller
+        may be a call that the HTTP/1.1 fast path started inline, outside any task
+        (:mod:`.http1`), where the database driver's timeouts would not work."""
         if kid in self._keys:
             return False
-        now = self._clock()
         missed_at = self._misses.get(kid)
-        if missed_at is not None and now - missed_at < self._miss_ttl:
+        if missed_at is not None and self._clock() - missed_at < self._miss_ttl:
             return False
+        fetch = self._fetches.get(kid)
+        if fetch is None:
+            fetch = self._fetches[kid] = asyncio.ensure_future(self._fetch(kid))
+            fetch.add_done_callback(lambda _: self._fetches.pop(kid, None))
+        return await asyncio.shield(fetch)  # a caller that gives up leaves the read to the others
+
+    async def _fetch(self, kid: str) -> bool:
+        now = self._clock()
         with self._changes.reading() as changed_since:
             info = await self._source.get_key(kid)
             if kid in changed_since():

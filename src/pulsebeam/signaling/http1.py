@@ -16,6 +16,7 @@ uvicorn's version is pinned to the range this was written against (pyproject.tom
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -35,6 +36,7 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LINGER_SECS = 2.0  # how long a connection refused mid-body may go on sending before it closes
 
 
 class _CoalescingTransport:
@@ -55,6 +57,11 @@ class _CoalescingTransport:
             self._pending = []
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
+
+    def write_eof(self) -> None:
+        self._flush()
+        if self._transport.can_write_eof():
+            self._transport.write_eof()
 
     def is_closing(self) -> bool:  # on every write: spelled out rather than via __getattr__
         return self._transport.is_closing()
@@ -132,6 +139,7 @@ class _FastState:
     __slots__ = (
         "body",
         "call",
+        "draining",
         "idle_since",
         "keep_alive",
         "route_key",
@@ -150,6 +158,7 @@ class _FastState:
         self.route_key: tuple[bytes | None, ...] | None = None
         self.route_value: Answer | Call | None = None
         self.idle_since: float | None = None  # loop time of the last answer, while idle
+        self.draining = False  # answered and closing: whatever else comes is dropped
 
 
 class _ChunkedSink:
@@ -280,14 +289,20 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
             return  # answered without its body
         fast.size += len(body)
         if fast.size > call.max_body:
-            # Answer now and close: reading (and discarding) the rest would let a client hold
-            # the connection with an endless body.
+            # Answer now rather than read an endless body, then close once the client has had
+            # time to read the answer: closing a socket with unread bytes in it makes the kernel
+            # reset the connection, and the reset would destroy the answer on its way.
             fast.call = None
             fast.body = []
+            fast.draining = True
             exchange = self._begin(keep_alive=False)
             self.respond(exchange, 200, call.response_headers, self.endpoint.too_large(call))
             return
         fast.body.append(body)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.fast.draining:
+            super().data_received(data)
 
     def on_message_complete(self) -> None:
         fast = self.fast
@@ -302,11 +317,22 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
             return
         body = b"".join(fast.body)
         fast.body = []
-        run = (
-            self._recv(call, body, exchange)
-            if call.streaming
-            else self._unary(call, body, exchange)
-        )
+        if call.streaming:
+            self._start_task(self._recv(call, body, exchange))
+            return
+        run = self._unary(call, body, exchange)
+        if self.endpoint.inline_calls:
+            # Run it here, as Python 3.12's eager tasks would: it answers before this callback
+            # returns, and only a call that must wait gets a task, to finish in.
+            try:
+                waiting_on = run.send(None)
+            except StopIteration:
+                return
+            self._start_task(_finish(run, waiting_on))
+            return
+        self._start_task(run)
+
+    def _start_task(self, run: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(run)
         self.tasks.add(task)  # uvicorn's graceful shutdown waits for these
         task.add_done_callback(self.tasks.discard)
@@ -353,10 +379,13 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
 
     def complete(self, exchange: _Exchange) -> None:
         exchange.response_complete = True
-        if not exchange.keep_alive:
-            self.transport.close()
-        else:
+        if exchange.keep_alive:
             self.on_response_complete()  # uvicorn: next pipelined request, or keep-alive timer
+        elif self.fast.draining:
+            self.wire.write_eof()  # the answer, then EOF; what the client still sends is dropped
+            self.loop.call_later(_LINGER_SECS, self.transport.close)
+        else:
+            self.transport.close()
 
     # -- keep-alive -------------------------------------------------------------------------
     # uvicorn arms a fresh keep-alive timer after every answer and cancels it at the next
@@ -426,6 +455,27 @@ def _head(status: int, headers: Headers, extra: bytes, keep_alive: bool) -> byte
         parts.append(_CLOSE)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+async def _finish(run: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    """Drive to its end, inside a task, a coroutine that was started inline and suspended on
+    ``waiting_on`` (what it yielded: a future, or None for a bare yield), as a task would."""
+    while True:
+        try:
+            if isinstance(waiting_on, asyncio.Future):
+                await asyncio.wait((waiting_on,))  # its result or error reaches ``run`` below
+            else:
+                await asyncio.sleep(0)
+        except asyncio.CancelledError as cancelled:  # server shutdown: ``run`` sees it too
+            try:
+                waiting_on = run.throw(cancelled)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting_on = run.send(None)
+        except StopIteration:
+            return
 
 
 def protocol_for(endpoint: GrpcWebEndpoint) -> type[GrpcWebHttpProtocol]:

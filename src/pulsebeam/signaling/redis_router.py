@@ -122,6 +122,8 @@ async def _redis_errors(what: str) -> AsyncIterator[None]:
 
 
 class RedisRouter:
+    suspends = True
+
     def __init__(
         self,
         client: aioredis.Redis,

@@ -68,6 +68,9 @@ def push_to_stream(hub: Hub, address: Address, stream_id: str, payload: bytes) -
 
 class Router(Protocol):
     node_id: str
+    suspends: bool
+    """Whether its methods may wait on I/O. Calls through a router that never does (in-process)
+    are run inline by the HTTP/1.1 fast path, without a task per call (:mod:`.http1`)."""
 
     async def start(self, on_event: EventHandler) -> None:
         """Begin receiving control events (and remote deliveries); ``on_event`` runs per event."""
@@ -104,6 +107,8 @@ class Router(Protocol):
 
 class LocalRouter:
     """Single-node routing: presence is this process's hub."""
+
+    suspends = False
 
     def __init__(self, hub: Hub, node_id: str | None = None) -> None:
         self.node_id = node_id or new_node_id()
