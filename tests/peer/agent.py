@@ -13,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+import aioice.ice
 from aiortc.mediastreams import VideoStreamTrack
 
 from pulsebeam.auth import AccessToken, PeerClaims, PeerPolicy
@@ -36,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--refresh", action="store_true", help="refresh tokens before expiry")
     parser.add_argument("--force-relay", action="store_true")
     parser.add_argument("--send-video", action="store_true")
+    parser.add_argument(
+        "--consent-interval",
+        type=float,
+        help="aioice's ICE consent check interval (5 s; 6 misses fail the path): tests shorten it",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,8 +60,12 @@ async def serve_session(session: Session, send_video: bool) -> None:
         async for track in session.tracks():
             emit("track", kind=track.kind)
 
-    tracks = asyncio.create_task(report_tracks())
-    echoes.add(tracks)
+    async def report_states() -> None:
+        async for state in session.connection_states():
+            emit("state", state=state, generation=session.generation)
+
+    echoes.add(asyncio.create_task(report_tracks()))
+    echoes.add(asyncio.create_task(report_states()))
     async for channel in session.data_channels():
         emit("channel", label=channel.label)
         task = asyncio.create_task(echo(channel))
@@ -65,6 +75,8 @@ async def serve_session(session: Session, send_video: bool) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
+    if args.consent_interval is not None:
+        aioice.ice.CONSENT_INTERVAL = args.consent_interval
     if not args.force_relay:
         restrict_host_addresses(["127.0.0.1"])
     claims = PeerClaims(args.group, args.peer)

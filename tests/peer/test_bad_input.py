@@ -21,6 +21,8 @@ async def test_bad_input_is_refused_clearly(
     grpc, keys = pulsebeam_server.grpc, pulsebeam_project
     with pytest.raises(MalformedTokenError, match="not a compact JWS"):
         await create_peer("not a token", grpc)
+    with pytest.raises(InvalidArgumentError, match="must be http:// or https://"):
+        await create_peer(keys.token("g1", "alice"), "ftp://127.0.0.1/grpc")
     with pytest.raises(InvalidArgumentError, match="force_relay needs a TURN server"):
         await create_peer(keys.token("g1", "alice"), grpc, force_relay=True)
     peer = await create_peer(keys.token("g1", "alice"), grpc)

@@ -33,8 +33,9 @@ TIMEOUT = 10.0
 class Wire:
     """One side's link: forwards what its session sends to the other side's session."""
 
-    def __init__(self, info: PeerInfo, copies: int = 1) -> None:
+    def __init__(self, info: PeerInfo, configuration: RTCConfiguration, copies: int = 1) -> None:
         self._info = info
+        self.configuration = configuration
         self.copies = copies
         self.remote: Session | None = None
         self.sent: list[Message] = []
@@ -58,7 +59,7 @@ class Wire:
 
 def pair(config: RTCConfiguration, copies: int = 1) -> tuple[Session, Session, Wire, Wire]:
     alice, bob = PeerInfo("g", "alice", 1000), PeerInfo("g", "bob", 2000)
-    wire_a, wire_b = Wire(alice, copies), Wire(bob, copies)
+    wire_a, wire_b = Wire(alice, config, copies), Wire(bob, config, copies)
     session_a = Session(wire_a, bob, config)
     session_b = Session(wire_b, alice, config)
     wire_a.remote, wire_b.remote = session_b, session_a
@@ -88,9 +89,13 @@ async def test_sessions_connect_and_exchange_data(loopback_ice: RTCConfiguration
         # Polite alice never offered first: her first message was a Join, bob's an offer.
         assert wire_a.sent[0].payload.WhichOneof("payload_type") == "join"
         assert wire_b.sent[0].payload.signal.sdp.kind == SDP_KIND_OFFER
-        assert [m.header.seqnum for m in wire_b.sent] == list(range(len(wire_b.sent)))
-        # The SDP's candidates go out again as a batch, for the browser SDK's sake.
+        # The SDP's candidates go out again as a batch, for the browser SDK's sake, 100 ms
+        # after the description (as the official SDK flushes its batches).
+        async with asyncio.timeout(TIMEOUT):
+            while len(wire_b.sent) < 2:  # noqa: ASYNC110 - the wire has no event of its own
+                await asyncio.sleep(0.02)
         assert wire_b.sent[1].payload.signal.WhichOneof("data") == "ice_candidate_batch"
+        assert [m.header.seqnum for m in wire_b.sent] == list(range(len(wire_b.sent)))
     finally:
         await close_all(a, b)
 
@@ -190,5 +195,45 @@ async def test_tracks_added_before_the_first_exchange(loopback_ice: RTCConfigura
                 frame = await track.recv()  # media flows, not just the m-line
                 assert isinstance(frame, VideoFrame)
                 assert frame.width > 0
+    finally:
+        await close_all(a, b)
+
+
+async def test_a_dead_transport_is_replaced_by_an_ice_restart(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    # Only alice's side dies (as when her network changes): she restarts on a new connection
+    # under generation 1, bob takes the higher generation's offer on a new connection too, the
+    # channel objects of both sides carry on and alice's track is sent again.
+    a, b, _, _ = pair(loopback_ice)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            chat = a.create_data_channel("chat")
+            at_bob = await b.data_channels().get()
+            await chat.wait_open()
+            a.add_track(VideoStreamTrack())
+            await (await b.tracks().get()).recv()
+            old_pc = a.pc
+            states = a.connection_states()
+            sctp = old_pc.sctp
+            assert sctp is not None
+            await sctp.transport.transport._connection.close()  # the ICE path is gone
+            seen: list[str] = []
+            async for state in states:
+                seen.append(state)
+                if "failed" in seen and state == "connected":
+                    break
+            assert a.pc is not old_pc
+            assert (a.generation, b.generation, a.ice_restarts, b.ice_restarts) == (1, 1, 1, 0)
+            await chat.wait_open()
+            await at_bob.wait_open()
+            chat.send("again")
+            assert await at_bob.receive() == "again"
+            at_bob.send("back")
+            assert await chat.receive() == "back"
+            frame = await (await b.tracks().get()).recv()  # a new remote track, frames flowing
+            assert isinstance(frame, VideoFrame)
+        assert not a.closed
+        assert not b.closed
     finally:
         await close_all(a, b)

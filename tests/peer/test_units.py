@@ -23,6 +23,13 @@ from pulsebeam.peer.errors import SignalingError, is_fatal, status_error
 from pulsebeam.peer.events import EventStream
 from pulsebeam.peer.identity import PeerInfo, TokenIdentity, is_impolite
 from pulsebeam.peer.reliable import SeqnumWindow
+from pulsebeam.peer.restart import (
+    FIRST_RESTART_DELAY,
+    ICE_RESTART_DEBOUNCE,
+    MAX_ICE_RESTARTS,
+    POLITE_RESTART_DELAY,
+    RestartPolicy,
+)
 from pulsebeam.peer.tokens import Tokens
 from pulsebeam.proto import ICECandidate
 
@@ -193,3 +200,23 @@ def test_public_names_are_pinned() -> None:
     ]
     for name in pulsebeam.peer.__all__:
         assert getattr(pulsebeam.peer, name) is not None
+
+
+def test_restart_policy_paces_and_gives_up() -> None:
+    now = [100.0]
+    impolite, polite = RestartPolicy(True, lambda: now[0]), RestartPolicy(False, lambda: now[0])
+    assert impolite.delay(first_of_failure=True) == FIRST_RESTART_DELAY
+    assert polite.delay(first_of_failure=True) == POLITE_RESTART_DELAY > FIRST_RESTART_DELAY
+    assert impolite.delay(first_of_failure=False) == 0.0
+    impolite.started()
+    now[0] += 1.0
+    assert impolite.delay(first_of_failure=False) == ICE_RESTART_DEBOUNCE - 1.0
+    for _ in range(MAX_ICE_RESTARTS - 1):
+        now[0] += ICE_RESTART_DEBOUNCE
+        assert impolite.delay(first_of_failure=False) == 0.0
+        impolite.started()
+    assert impolite.delay(first_of_failure=False) is None  # attempts ran out
+    impolite.succeeded()  # a restart that connects gives the session its attempts back
+    now[0] += ICE_RESTART_DEBOUNCE
+    assert impolite.delay(first_of_failure=False) == 0.0
+    assert impolite.total == MAX_ICE_RESTARTS

@@ -249,9 +249,7 @@ async def test_concurrent_streams_are_capped_per_peer(client: ClientFactory) -> 
         ]
         refused = await bob.call("Recv", proto.RecvReq(src=peer("room", "bob", 7204)))
         assert refused.status == RESOURCE_EXHAUSTED
-        assert "peer room/bob has 3 open streams, the limit per peer" in (
-            refused.message
-        )
+        assert "peer room/bob has 3 open streams, the limit per peer" in (refused.message)
         # Reopening a connection that is open replaces it, so it is not refused by the cap.
         async with bob.recv("room", "bob", 7203) as reopened:
             assert (await streams[2].end()).status == OK

@@ -3,7 +3,9 @@
 It joins the room of its token, and on every session: opens a ``chat`` data channel and says
 hello on it, and answers each message that arrives on the other side's ``chat`` channel with
 ``echo: <message>``. It prints one line per event (``SESSION``, ``OPEN``, ``GOT``, ``PATH``) so
-the test can follow it, and exits after ``--lifetime`` seconds or when stdin closes.
+the test can follow it, and exits after ``--lifetime`` seconds or when stdin closes. With
+``--break-on TEXT`` it cuts its ICE path after echoing TEXT and reports ``BROKE`` and each
+``STATE`` of the session that follows (with its generation).
 """
 
 from __future__ import annotations
@@ -24,14 +26,28 @@ def say(*parts: object) -> None:
     sys.stdout.flush()
 
 
-async def echo(channel: DataChannel) -> None:
+async def echo(channel: DataChannel, session: Session, break_on: str | None) -> None:
+    reporter: asyncio.Task[None] | None = None
     async for message in channel:
         text = message if isinstance(message, str) else message.decode()
         say("GOT", text)
         channel.send(f"echo: {text}")
+        if text == break_on and reporter is None:
+            await asyncio.sleep(0.2)  # let the echo leave first
+            reporter = asyncio.create_task(break_path(session))
 
 
-async def serve_session(session: Session) -> None:
+async def break_path(session: Session) -> None:
+    """Cut the ICE path (as when the network goes away) and report the session's states."""
+    sctp = session.pc.sctp
+    assert sctp is not None
+    await sctp.transport.transport._connection.close()
+    say("BROKE", session.other.peer_id)
+    async for state in session.connection_states():
+        say("STATE", state, session.generation)
+
+
+async def serve_session(session: Session, break_on: str | None = None) -> None:
     say("SESSION", session.other.peer_id)
     mine = session.create_data_channel("chat")
     tasks: list[asyncio.Task[None]] = []
@@ -44,7 +60,7 @@ async def serve_session(session: Session) -> None:
         mine.send("hello from python")
         async for channel in session.data_channels():
             if channel.label == "chat":
-                tasks.append(asyncio.create_task(echo(channel)))
+                tasks.append(asyncio.create_task(echo(channel, session, break_on)))
     finally:
         for task in tasks:
             task.cancel()
@@ -61,6 +77,7 @@ async def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--ice-servers", default="[]", help="extra ICE servers as JSON")
     parser.add_argument("--lifetime", type=float, default=90.0)
+    parser.add_argument("--break-on", help="cut the ICE path after echoing this message")
     args = parser.parse_args()
     extra = [RTCIceServer(**server) for server in json.loads(args.ice_servers)]
     peer = await create_peer(args.token, args.base_url, force_relay=True, ice_servers=extra)
@@ -72,7 +89,7 @@ async def main() -> None:
 
         async def accept() -> None:
             async for session in peer.sessions():
-                tasks.append(asyncio.create_task(serve_session(session)))
+                tasks.append(asyncio.create_task(serve_session(session, args.break_on)))
 
         tasks.append(asyncio.create_task(accept()))
         with contextlib.suppress(TimeoutError):

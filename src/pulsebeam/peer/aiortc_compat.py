@@ -15,17 +15,23 @@
 - Transports that a renegotiation adds while the first DTLS handshake is still running are
   never started (two overlapping internal ``__connect`` runs, the second skips a transport
   that is still "connecting"); :func:`resume_transports` runs that step again once connected.
+- A closing connection stops the tracks it sends, so the application's track could not go on
+  over the new connection of an ICE restart: each connection sends a :class:`TrackFeed` of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import aioice.ice
-from aiortc import RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
+from av.frame import Frame
+from av.packet import Packet
 
 __all__ = [
+    "TrackFeed",
     "mark_unoffered_inactive",
     "restrict_host_addresses",
     "resume_transports",
@@ -94,3 +100,22 @@ def selected_path(pc: RTCPeerConnection) -> Literal["relay", "direct"] | None:
         return None
     relayed = "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
     return "relay" if relayed else "direct"
+
+
+class TrackFeed(MediaStreamTrack):
+    """One connection's view of an application track: stopping it leaves the source alone.
+
+    aiortc's sender stops its track when its connection closes. aiortc's ``MediaRelay`` would
+    also shield the source, but keeps a task reading it for as long as the source lives, with
+    or without consumers; a feed reads only while its sender asks for frames.
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Frame | Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()

@@ -2,20 +2,30 @@
 
 aiortc gathers every local candidate inside ``setLocalDescription`` and writes them into the
 SDP; it never trickles. The browser SDK expects candidate signals, so the session sends the
-SDP's candidates again as one ``ice_candidate_batch`` right after the description
-(duplicates are harmless: both ends ignore a candidate they already have).
+SDP's candidates again as one ``ice_candidate_batch``, 100 ms after the description as the
+official SDK flushes its batches (duplicates are harmless: both ends ignore a candidate they
+already have).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiortc import RTCIceCandidate
+from aiortc import RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
 
 from pulsebeam.proto import ICECandidate
 
-__all__ = ["RemoteCandidate", "candidate_key", "local_candidates", "parse_remote", "sdp_ufrags"]
+__all__ = [
+    "RemoteCandidate",
+    "RemoteCandidates",
+    "candidate_key",
+    "local_candidates",
+    "parse_remote",
+    "sdp_ufrags",
+]
 
 _PREFIX = "candidate:"
 
@@ -87,3 +97,47 @@ def parse_remote(message: ICECandidate) -> RemoteCandidate | None:
         candidate.sdpMLineIndex = 0
     ufrag = message.username if message.HasField("username") else None
     return RemoteCandidate(key, ufrag, candidate)
+
+
+class RemoteCandidates:
+    """The remote candidates of one connection: known ones skipped, early ones held back.
+
+    Candidates may arrive before the remote description (held until it is set) and for another
+    ICE generation than its ufrags (dropped); aiortc applies the description's own candidates,
+    which are remembered so their repeats in a batch are skipped.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pending: list[RemoteCandidate] = []
+        self._ufrags: set[str] = set()
+
+    def described(self, sdp: str) -> None:
+        """The remote description ``sdp`` was applied."""
+        self._known.update(
+            candidate_key(line) for line in sdp.splitlines() if line.startswith("a=candidate:")
+        )
+        self._ufrags = sdp_ufrags(sdp)
+
+    def add(self, candidates: Iterable[ICECandidate]) -> None:
+        for message in candidates:
+            remote = parse_remote(message)
+            if remote is None or remote.key in self._known:
+                continue
+            self._known.add(remote.key)
+            self._pending.append(remote)
+
+    def drop_pending(self) -> None:
+        """Forget candidates not applied yet (a new ICE generation makes them stale)."""
+        self._pending = []
+
+    async def apply(self, pc: RTCPeerConnection) -> None:
+        """Hand the held candidates to ``pc`` once it has a remote description."""
+        if not self._pending or pc.remoteDescription is None:
+            return
+        pending, self._pending = self._pending, []
+        for remote in pending:
+            if remote.ufrag is not None and remote.ufrag not in self._ufrags:
+                continue  # for another ICE generation than the remote description's
+            with contextlib.suppress(ValueError):
+                await pc.addIceCandidate(remote.candidate)

@@ -5,7 +5,10 @@ opens ``Recv``. A message from an unknown connection creates a session (a ``Join
 the server sends one from each peer that opens its stream, so the group forms a full mesh, as
 with the official SDK). ``connect`` sends ``Join`` to a peer about every second until a session
 with it exists: unlike the official SDK, a callee that is not there yet (NOT_FOUND) is waited
-for, up to a timeout.
+for, up to a timeout. Right after ``Recv`` opens, the server's own ``Join`` broadcast has already
+announced this peer to the group, so the first explicit ``Join`` waits a second for an answer
+to that. ``connect`` also prepares the session's RTCPeerConnection at once, so that ICE
+gathering runs during those round trips (:mod:`pulsebeam.peer.prepared`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pulsebeam.peer.errors import PeerClosedError
 from pulsebeam.peer.events import EventStream, first_of
 from pulsebeam.peer.ice import IcePolicy
 from pulsebeam.peer.identity import DISCOVERY_CONN_ID, RESERVED_CONN_IDS, PeerInfo
+from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
 from pulsebeam.peer.signaling import SignalingClient
 from pulsebeam.peer.tokens import TokenProvider, Tokens
@@ -67,6 +71,7 @@ async def create_peer(
     info = PeerInfo.new_connection(tokens.identity.group_id, tokens.identity.peer_id)
     client = SignalingClient(base_url, tokens, info)
     ice = IcePolicy(tuple(ice_servers or ()), force_relay)
+    client.preconnect()  # for Recv, opened while Prepare runs on a connection of its own
     try:
         configuration = ice.configuration(await client.prepare())
     except BaseException:
@@ -90,6 +95,9 @@ class Peer:
         self._state = PeerState.NEW
         self._error: PulseBeamError | None = None
         self._sessions: dict[PeerInfo, Session] = {}
+        # Made by connect() for the session with that (group, peer), taken when it starts.
+        self._prepared: dict[tuple[str, str], PreparedConnection] = {}
+        self._opened_at = 0.0
         self._recently_closed: dict[PeerInfo, float] = {}
         self._incoming: EventStream[Session] = EventStream()
         self._session_added = asyncio.Event()
@@ -180,6 +188,10 @@ class Peer:
             payload=MessagePayload(join=Join()),
         )
         last_error: PulseBeamError | None = None
+        target = (group_id, peer_id)
+        prepared = None
+        if self.session_with(group_id, peer_id) is None and target not in self._prepared:
+            prepared = self._prepared[target] = PreparedConnection(self._configuration)
         try:
             async with asyncio.timeout(give_up_after):
                 while True:
@@ -189,13 +201,14 @@ class Peer:
                     if session is not None:
                         return session
                     waits = [self._session_added, self._closed]
-                    if self._opened.is_set():
+                    if not self._opened.is_set():
+                        waits.append(self._opened)  # send the Join as soon as Recv is open
+                    elif time.monotonic() - self._opened_at >= JOIN_INTERVAL:
                         try:
                             await self._client.send(join, retry_not_found=False)
                         except NotFoundError as exc:
                             last_error = exc  # not there yet: try again in a second
-                    else:
-                        waits.append(self._opened)  # send the Join as soon as Recv is open
+                    # else: the server's Join broadcast of a moment ago is on its way.
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(JOIN_INTERVAL):
                             await first_of(*waits)
@@ -204,6 +217,10 @@ class Peer:
             raise TimeoutError(
                 f"no session with {group_id}/{peer_id} within {give_up_after:g} s{detail}"
             ) from None
+        finally:
+            if prepared is not None and self._prepared.get(target) is prepared:
+                del self._prepared[target]  # no session took it
+                await prepared.close()
 
     def update_token(self, token: str) -> None:
         """Use ``token`` (same group and peer) for every call from now on."""
@@ -261,6 +278,7 @@ class Peer:
 
     def _on_open(self) -> None:
         self._state = PeerState.CONNECTED
+        self._opened_at = time.monotonic()
         self._opened.set()
 
     def _token_updated(self) -> None:
@@ -301,7 +319,8 @@ class Peer:
                 return
             if message.payload.WhichOneof("payload_type") in ("bye", "ack", None):
                 return
-            session = Session(self, other, self._configuration)
+            prepared = self._prepared.pop((other.group_id, other.peer_id), None)
+            session = Session(self, other, self._configuration, prepared)
             self._sessions[other] = session
             logger.info("peer %s: new session with %s", self._info, other)
             self._incoming.put(session)
@@ -337,8 +356,10 @@ class Peer:
             if task is not None and task is not current:
                 task.cancel()
         sessions = list(self._sessions.values())
+        prepared, self._prepared = list(self._prepared.values()), {}
         await asyncio.gather(
             *(s.close(reason, say_bye=error is None) for s in sessions),
+            *(p.close() for p in prepared),
             return_exceptions=True,
         )
         self._incoming.close(error)

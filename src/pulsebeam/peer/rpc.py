@@ -1,7 +1,8 @@
 """A minimal gRPC-Web client (binary protobuf over HTTP/1.1) for the Signaling service.
 
 No maintained Python gRPC-Web client library exists (grpcio speaks HTTP/2 gRPC, not gRPC-Web),
-so this is a thin layer over httpx and the shared frame codec. It sends what the official
+so this is a thin layer over :mod:`pulsebeam.peer.http1` (h11) and the shared frame codec.
+It sends what the official
 browser SDK sends: ``Authorization: Bearer``, ``content-type: application/grpc-web+proto``,
 ``x-grpc-web: 1`` and a ``grpc-timeout``. Every failure becomes a typed error
 (:func:`pulsebeam.peer.errors.status_error`); a server that cannot be reached is UNAVAILABLE.
@@ -9,18 +10,17 @@ browser SDK sends: ``Authorization: Bearer``, ``content-type: application/grpc-w
 
 from __future__ import annotations
 
-import functools
-import ssl
+import asyncio
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-import httpx
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 
-from pulsebeam.errors import GrpcStatus, PulseBeamError, UnavailableError
+from pulsebeam.errors import GrpcStatus, InvalidArgumentError, PulseBeamError, UnavailableError
 from pulsebeam.peer.errors import status_error
+from pulsebeam.peer.http1 import Http1Client, TransportError
 from pulsebeam.proto import SERVICE_NAME
 from pulsebeam.signaling.grpcweb_frames import decode_frames, decode_trailers, encode_message
 
@@ -57,14 +57,17 @@ class GrpcWebClient:
     ) -> None:
         self._base = base_url.rstrip("/")
         self._token = token
-        # trust_env=False: no proxy from the environment may see tokens or SDPs.
-        self._http = httpx.AsyncClient(
-            trust_env=False, timeout=unary_timeout, verify=_tls_context()
-        )
-        self._stream_timeout = httpx.Timeout(unary_timeout, read=stream_idle_timeout)
+        # No proxy from the environment: tokens and SDPs go to the signaling server only.
+        try:
+            self._http = Http1Client(self._base)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+        self._unary_timeout = unary_timeout
+        self._stream_idle_timeout = stream_idle_timeout
 
-    def _url(self, method: str) -> str:
-        return f"{self._base}/{SERVICE_NAME}/{method}"
+    @staticmethod
+    def _path(method: str) -> str:
+        return f"/{SERVICE_NAME}/{method}"
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -75,6 +78,10 @@ class GrpcWebClient:
             "grpc-timeout": STREAM_TIMEOUT,
         }
 
+    def preconnect(self) -> None:
+        """Open a connection ahead of need (``Recv`` takes it while ``Prepare`` has its own)."""
+        self._http.preconnect()
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -82,13 +89,16 @@ class GrpcWebClient:
         """One request, one response; raises the typed error of a non-OK status."""
         body = encode_message(request.SerializeToString())
         try:
-            response = await self._http.post(
-                self._url(method), content=body, headers=self._headers()
-            )
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self._unary_timeout):
+                response = await self._http.post(self._path(method), self._headers(), body)
+        except TransportError as exc:
             raise _unreachable(method, self._base, exc) from exc
-        _check_headers(method, response)
-        messages, trailers = _split_body(method, response.content)
+        except TimeoutError:
+            raise _unreachable(
+                method, self._base, TransportError(f"no answer in {self._unary_timeout:g} s")
+            ) from None
+        _check_headers(method, response.status, response.headers)
+        messages, trailers = _split_body(method, response.body)
         _check_trailers(method, trailers)
         if not messages:
             raise status_error(GrpcStatus.INTERNAL, f"{method}: the response had no message")
@@ -109,60 +119,50 @@ class GrpcWebClient:
         body = encode_message(request.SerializeToString())
         try:
             async with self._http.stream(
-                "POST",
-                self._url(method),
-                content=body,
-                headers=self._headers(),
-                timeout=self._stream_timeout,
+                self._path(method), self._headers(), body, self._unary_timeout
             ) as response:
                 trailers_only = response.headers.get("grpc-status") is not None
-                if trailers_only or response.status_code != 200:
-                    await response.aread()
-                _check_headers(method, response)
+                if trailers_only or response.status != 200:
+                    await response.read()
+                _check_headers(method, response.status, response.headers)
                 if trailers_only:
                     return  # an OK status with no messages at all
                 if on_open is not None:
                     on_open()
                 rest = b""
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.chunks(self._stream_idle_timeout):
                     frames, rest = decode_frames(rest + chunk)
                     for frame in frames:
                         if frame.is_trailers:
                             _check_trailers(method, _trailers(method, frame.payload))
                             return
                         yield _parse(method, frame.payload, response_type)
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise _unreachable(method, self._base, exc) from exc
         raise UnavailableError(f"{method}: the stream ended without trailers")
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # Building one loads the CA bundle (~50 ms): once per process, not once per peer.
-    return ssl.create_default_context()
-
-
-def _unreachable(method: str, base: str, exc: httpx.HTTPError) -> PulseBeamError:
+def _unreachable(method: str, base: str, exc: TransportError) -> PulseBeamError:
     detail = str(exc) or type(exc).__name__
     return UnavailableError(f"{method}: cannot reach the signaling server at {base}: {detail}")
 
 
-def _check_headers(method: str, response: httpx.Response) -> None:
+def _check_headers(method: str, http_status: int, headers: dict[str, str]) -> None:
     """Trailers-only errors come as headers; a non-gRPC answer is mapped by its HTTP status."""
-    status = response.headers.get("grpc-status")
+    status = headers.get("grpc-status")
     if status is not None:
         _check_trailers(
             method,
             {
                 "grpc-status": status,
-                "grpc-message": urllib.parse.unquote(response.headers.get("grpc-message", "")),
+                "grpc-message": urllib.parse.unquote(headers.get("grpc-message", "")),
             },
         )
         return
-    if response.status_code != 200:
-        code = _HTTP_TO_GRPC.get(response.status_code, GrpcStatus.UNKNOWN)
-        raise status_error(code, f"{method}: HTTP {response.status_code} from the server")
-    content_type = response.headers.get("content-type", "")
+    if http_status != 200:
+        code = _HTTP_TO_GRPC.get(http_status, GrpcStatus.UNKNOWN)
+        raise status_error(code, f"{method}: HTTP {http_status} from the server")
+    content_type = headers.get("content-type", "")
     if not content_type.startswith("application/grpc-web"):
         raise status_error(
             GrpcStatus.UNKNOWN, f"{method}: unexpected content-type {content_type!r}"

@@ -10,7 +10,8 @@ What goes over signaling (shared/PROTOCOL.md §4):
 - perfect negotiation for later offers: the impolite side ignores a colliding offer, the polite
   side rolls back (emulated, aiortc has no rollback) and answers;
 - a signal with a lower ``generation_counter`` than ours is stale, a higher one is adopted;
-- ``Bye`` closes the session without an answer.
+- ``Bye`` closes the session without an answer;
+- ICE restart on failure (aiortc has none): see :mod:`pulsebeam.peer.restart`.
 
 Every signaling message and every local action that touches the RTCPeerConnection runs on one
 worker task, in order, so aiortc never sees two negotiation steps at once.
@@ -19,11 +20,10 @@ worker task, in order, so aiortc never sees two negotiation steps at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from aiortc import (
     MediaStreamTrack,
@@ -36,32 +36,27 @@ from aiortc import (
 
 from pulsebeam.errors import PulseBeamError
 from pulsebeam.peer.aiortc_compat import (
+    TrackFeed,
     mark_unoffered_inactive,
     resume_transports,
     rollback_local_offer,
     selected_path,
 )
-from pulsebeam.peer.candidates import (
-    RemoteCandidate,
-    candidate_key,
-    local_candidates,
-    parse_remote,
-    sdp_ufrags,
-)
+from pulsebeam.peer.candidates import RemoteCandidates, local_candidates
 from pulsebeam.peer.channel import DataChannel
 from pulsebeam.peer.errors import PeerClosedError
 from pulsebeam.peer.events import EventStream, first_of
 from pulsebeam.peer.identity import PeerInfo, is_impolite
-from pulsebeam.peer.reliable import SeqnumWindow
+from pulsebeam.peer.prepared import INTERNAL_LABEL, PreparedConnection
+from pulsebeam.peer.reliable import Outbox, Sender, SeqnumWindow
+from pulsebeam.peer.restart import CarryOver, RestartPolicy, recover
 from pulsebeam.proto import (
     SDP_KIND_ANSWER,
     SDP_KIND_OFFER,
     Bye,
-    ICECandidate,
     ICECandidateBatch,
     Join,
     Message,
-    MessageHeader,
     MessagePayload,
     Sdp,
     Signal,
@@ -71,10 +66,10 @@ __all__ = ["INTERNAL_LABEL", "Session", "SessionLink"]
 
 logger = logging.getLogger(__name__)
 
-INTERNAL_LABEL = "__internal"
 BYE_TIMEOUT = 2.0
-# Closing deletes TURN allocations; with the TURN server gone each deletion would retry ~40 s.
-PC_CLOSE_TIMEOUT = 3.0
+# The official SDK flushes its candidate batch 100 ms after the first candidate; ours repeats
+# the description's candidates then, off the critical path of the first exchange.
+CANDIDATE_FLUSH_DELAY = 0.1
 
 
 class _Step(Enum):
@@ -82,15 +77,16 @@ class _Step(Enum):
 
     NEGOTIATE = "check whether we must offer"
     RESUME = "start transports a racing handshake skipped"
+    RESTART = "replace the failed connection and offer"
 
 
-class SessionLink(Protocol):
+class SessionLink(Sender, Protocol):
     """What a session needs from its peer: its identity, sending, and the close notice."""
 
     @property
-    def info(self) -> PeerInfo: ...
-
-    async def send_message(self, message: Message, *, bye: bool = False) -> None: ...
+    def configuration(self) -> RTCConfiguration:
+        """The current one, with fresh TURN credentials, for a connection made by a restart."""
+        ...
 
     def session_closed(self, session: Session) -> None: ...
 
@@ -98,37 +94,41 @@ class SessionLink(Protocol):
 class Session:
     """A WebRTC session with ``other``; created by :class:`pulsebeam.peer.Peer`, not directly."""
 
-    def __init__(self, link: SessionLink, other: PeerInfo, configuration: RTCConfiguration) -> None:
+    def __init__(
+        self,
+        link: SessionLink,
+        other: PeerInfo,
+        configuration: RTCConfiguration,
+        prepared: PreparedConnection | None = None,
+    ) -> None:
         self.local = link.info
         self.other = other
         self.impolite = is_impolite(self.local, other)
         self.close_reason: str | None = None
         self._link = link
-        self._pc = RTCPeerConnection(configuration)
         self._generation = 0
-        self._next_seqnum = 0
         self._received = SeqnumWindow()
         self._negotiated = False
         self._remote_offer_seen = False
         self._renegotiate = False
-        self._known_remote: set[str] = set()
-        self._pending_remote: list[RemoteCandidate] = []
-        self._remote_ufrags: set[str] = set()
+        self._remote = RemoteCandidates()
         self._inbox: asyncio.Queue[Message | _Step] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox = Outbox(link, other)
         self._channels: EventStream[DataChannel] = EventStream()
         self._tracks: EventStream[MediaStreamTrack] = EventStream()
         self._states: EventStream[str] = EventStream()
         self._connected = asyncio.Event()
+        self._settled = asyncio.Event()  # the current connection got connected or failed
         self._closed = asyncio.Event()
         self._finished = asyncio.Event()
-        self._closer: asyncio.Task[None] | None = None
-        self._pc.on("datachannel", self._on_datachannel)
-        self._pc.on("track", self._tracks.put)
-        self._pc.on("connectionstatechange", self._on_connection_state)
-        # Both sides open it at start (protocol), so SCTP is negotiated in the first exchange
-        # and later channels need no renegotiation.
-        self._internal = self._pc.createDataChannel(INTERNAL_LABEL)
+        self._carry = CarryOver()  # what a restart sets up again on a new connection
+        self._restarts = RestartPolicy(self.impolite)
+        self._recovery: asyncio.Task[None] | None = None
+        self._restart_target: PreparedConnection | None = None
+        self._background: set[asyncio.Task[None]] = set()  # closing replaced connections
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._conn = prepared or PreparedConnection(configuration)
+        self._adopt(self._conn)
         self._tasks = [
             asyncio.create_task(self._process(), name=f"session {other} worker"),
             asyncio.create_task(self._send_loop(), name=f"session {other} sender"),
@@ -139,8 +139,15 @@ class Session:
 
     @property
     def pc(self) -> RTCPeerConnection:
-        """The aiortc connection itself, for what this class does not wrap (stats, codecs…)."""
-        return self._pc
+        """The aiortc connection itself, for what this class does not wrap (stats, codecs…).
+
+        An ICE restart replaces it: read it again rather than keeping it.
+        """
+        return self._conn.pc
+
+    @property
+    def _pc(self) -> RTCPeerConnection:
+        return self._conn.pc
 
     @property
     def connection_state(self) -> str:
@@ -153,6 +160,11 @@ class Session:
     @property
     def generation(self) -> int:
         return self._generation
+
+    @property
+    def ice_restarts(self) -> int:
+        """How many times this side restarted ICE (replaced a failed connection) so far."""
+        return self._restarts.total
 
     @property
     def path(self) -> Literal["relay", "direct"] | None:
@@ -179,12 +191,19 @@ class Session:
             maxPacketLifeTime=max_packet_life_time,
             protocol=protocol,
         )
-        return DataChannel(channel)
+        wrapper = DataChannel(channel)
+        self._carry.channels.append(wrapper)
+        return wrapper
 
     def add_track(self, track: MediaStreamTrack) -> RTCRtpSender:
-        """Send ``track`` (e.g. an aiortc ``VideoStreamTrack``); renegotiates the session."""
+        """Send ``track`` (e.g. an aiortc ``VideoStreamTrack``); renegotiates the session.
+
+        The sender sends a feed of ``track`` (``sender.track`` is that feed), so that closing
+        or replacing the connection never stops ``track`` itself: stop it when you are done.
+        """
         self._check_open()
-        sender = self._pc.addTrack(track)
+        sender = self._pc.addTrack(TrackFeed(track))
+        self._carry.tracks.append(track)
         self._renegotiate = True
         self._inbox.put_nowait(_Step.NEGOTIATE)
         return sender
@@ -194,11 +213,11 @@ class Session:
         return self._channels
 
     def tracks(self) -> EventStream[MediaStreamTrack]:
-        """The remote media tracks, as they arrive (single consumer)."""
+        """The remote media tracks, as they arrive (again after an ICE restart; single consumer)."""
         return self._tracks
 
     def connection_states(self) -> EventStream[str]:
-        """Each new ``connectionState`` of the RTCPeerConnection, ending with ``closed``."""
+        """Each new ``connectionState``, across ICE restarts, ending with ``closed``."""
         return self._states
 
     async def wait_connected(self) -> None:
@@ -244,21 +263,19 @@ class Session:
         self.close_reason = reason
         logger.info("session %s closed: %s", self.other, reason)
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current:
+        for task in [*self._tasks, *self._flushes, self._recovery]:
+            if task is not None and task is not current:
                 task.cancel()
         if send_bye:
-            bye = self._message(MessagePayload(bye=Bye()), reliable=False)
+            bye = self._outbox.message(MessagePayload(bye=Bye()), reliable=False)
             try:
                 async with asyncio.timeout(BYE_TIMEOUT):
                     await self._link.send_message(bye, bye=True)
             except (PulseBeamError, TimeoutError) as exc:
                 logger.debug("session %s: Bye not delivered: %s", self.other, exc)
-        try:
-            async with asyncio.timeout(PC_CLOSE_TIMEOUT):
-                await self._pc.close()
-        except TimeoutError:
-            logger.info("session %s: gave up waiting for the TURN server on close", self.other)
+        await self._conn.close()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._carry.end()
         self._channels.close()
         self._tracks.close()
         self._states.put("closed")
@@ -270,54 +287,113 @@ class Session:
         if self._closed.is_set():
             raise PeerClosedError(f"session with {self.other} is closed: {self.close_reason}")
 
+    @staticmethod
+    def _spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     # ----------------------------------------------------------------- aiortc events
 
+    def _adopt(self, conn: PreparedConnection) -> None:
+        """Listen to ``conn``'s events; those of a connection replaced since are ignored."""
+        pc = conn.pc
+
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if conn is self._conn:
+                self._on_datachannel(channel)
+
+        def on_track(track: MediaStreamTrack) -> None:
+            if conn is self._conn:
+                self._tracks.put(track)
+
+        def on_state() -> None:
+            if conn is self._conn:
+                self._on_connection_state()
+
+        pc.on("datachannel", on_datachannel)
+        pc.on("track", on_track)
+        pc.on("connectionstatechange", on_state)
+
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != INTERNAL_LABEL:
-            self._channels.put(DataChannel(channel))
+        if channel.label == INTERNAL_LABEL:
+            self._conn.internal.append(channel)  # the other side's: its id outlives a restart
+            return
+        wrapper = DataChannel(channel)
+        self._carry.channels.append(wrapper)
+        self._channels.put(wrapper)
 
     def _on_connection_state(self) -> None:
         state = self._pc.connectionState
         logger.debug("session %s: connection %s", self.other, state)
+        if self._closed.is_set():
+            return  # "closed" is reported by _shutdown, once
         if state == "closed":
-            return  # reported by _shutdown, once
+            # aiortc closes a connection whose ICE consent expired (its DTLS transport ends
+            # first, so it never says "failed"); for the session that is a failure.
+            state = "failed"
         self._states.put(state)
         if state == "connected":
             self._connected.set()
+            self._settled.set()
+            self._restarts.succeeded()
             self._inbox.put_nowait(_Step.RESUME)
         elif state == "failed":
-            # aiortc cannot restart ICE (no new credentials on a live connection), so a failed
-            # session ends; the application reconnects with Peer.connect().
-            self._closer = asyncio.create_task(self._shutdown("ICE failed", send_bye=True))
+            self._settled.set()
+            if self._recovery is None or self._recovery.done():
+                self._recovery = asyncio.create_task(
+                    recover(
+                        self._restarts,
+                        lambda: self._pc.connectionState,
+                        self._settled,
+                        self._request_restart,
+                        self._give_up,
+                    )
+                )
+
+    # ----------------------------------------------------------------- ICE restart
+
+    def _request_restart(self) -> None:
+        self._restart_target = self._conn
+        self._inbox.put_nowait(_Step.RESTART)
+
+    async def _give_up(self, reason: str) -> None:
+        await self._shutdown(reason, send_bye=True)
+
+    async def _restart(self) -> None:
+        if self._closed.is_set() or self._conn is not self._restart_target:
+            return  # closed, or the other side's restart replaced the failed connection first
+        self._generation += 1
+        logger.info("session %s: ICE restart, generation %s", self.other, self._generation)
+        await self._replace()
+        await self._offer()
+
+    async def _replace(self) -> None:
+        """Swap in a new connection with everything the application set up on the old one."""
+        old = self._conn
+        internal_ids = tuple(c.id for c in old.internal if c.id is not None)
+        self._conn = PreparedConnection(self._link.configuration, internal_ids)
+        self._adopt(self._conn)
+        self._negotiated = False
+        self._remote = RemoteCandidates()
+        self._settled.clear()
+        self._carry.set_up(self._pc)
+        self._spawn(self._background, old.close())
 
     # ----------------------------------------------------------------- sending
 
-    def _message(self, payload: MessagePayload, *, reliable: bool) -> Message:
-        header = MessageHeader(
-            src=self.local.to_proto(),
-            dst=self.other.to_proto(),
-            seqnum=self._next_seqnum,
-            reliable=reliable,
-        )
-        self._next_seqnum = (self._next_seqnum + 1) % 2**32
-        return Message(header=header, payload=payload)
-
     def _send(self, payload: MessagePayload, *, reliable: bool) -> None:
-        self._outbox.put_nowait(self._message(payload, reliable=reliable))
+        self._outbox.put(payload, reliable=reliable)
 
     def _send_signal(self, signal: Signal) -> None:
         signal.generation_counter = self._generation
         self._send(MessagePayload(signal=signal), reliable=True)
 
     async def _send_loop(self) -> None:
-        # One message at a time, so the other side receives them in seqnum order.
-        while not self._closed.is_set():
-            message = await self._outbox.get()
-            try:
-                await self._link.send_message(message)
-            except PulseBeamError as exc:
-                await self._shutdown(f"signaling failed: {exc}", send_bye=False)
-                return
+        try:
+            await self._outbox.run()
+        except PulseBeamError as exc:
+            await self._shutdown(f"signaling failed: {exc}", send_bye=False)
 
     def _send_description(self) -> None:
         description = self._pc.localDescription
@@ -325,7 +401,15 @@ class Session:
         self._send_signal(Signal(sdp=Sdp(kind=kind, sdp=description.sdp)))
         candidates = local_candidates(description.sdp)
         if candidates:
-            self._send_signal(Signal(ice_candidate_batch=ICECandidateBatch(candidates=candidates)))
+            batch = ICECandidateBatch(candidates=candidates)
+            self._spawn(self._flushes, self._flush_candidates(self._conn, self._generation, batch))
+
+    async def _flush_candidates(
+        self, conn: PreparedConnection, generation: int, batch: ICECandidateBatch
+    ) -> None:
+        await asyncio.sleep(CANDIDATE_FLUSH_DELAY)
+        if conn is self._conn and generation == self._generation and not self._closed.is_set():
+            self._send_signal(Signal(ice_candidate_batch=batch))
 
     # ----------------------------------------------------------------- the worker
 
@@ -337,6 +421,8 @@ class Session:
                     await self._negotiate()
                 elif item is _Step.RESUME:
                     await resume_transports(self._pc)
+                elif item is _Step.RESTART:
+                    await self._restart()
                 else:
                     await self._handle(item)
             except asyncio.CancelledError:
@@ -364,7 +450,11 @@ class Session:
         if self._pc.signalingState != "stable":
             self._renegotiate = True  # checked again once the current exchange completes
             return
+        await self._offer()
+
+    async def _offer(self) -> None:
         self._renegotiate = False
+        await self._conn.ready()
         offer = await self._pc.createOffer()
         await self._pc.setLocalDescription(offer)
         self._send_description()
@@ -377,6 +467,7 @@ class Session:
         if signal.generation_counter < self._generation:
             logger.debug("session %s: stale generation %s", self.other, signal.generation_counter)
             return
+        data = signal.WhichOneof("data")
         if signal.generation_counter > self._generation:
             logger.info(
                 "session %s: generation %s -> %s",
@@ -385,14 +476,22 @@ class Session:
                 signal.generation_counter,
             )
             self._generation = signal.generation_counter
-        data = signal.WhichOneof("data")
+            self._remote.drop_pending()
+            if data == "sdp" and signal.sdp.kind == SDP_KIND_OFFER and self._used():
+                # The other side restarted ICE on a new connection: so must we (aiortc
+                # cannot take new ICE credentials or DTLS parameters on this one).
+                await self._replace()
         if data == "sdp":
             await self._on_sdp(signal.sdp)
         elif data == "ice_candidate":
-            self._on_candidates([signal.ice_candidate])
+            self._remote.add([signal.ice_candidate])
         elif data == "ice_candidate_batch":
-            self._on_candidates(signal.ice_candidate_batch.candidates)
-        await self._add_pending_candidates()
+            self._remote.add(signal.ice_candidate_batch.candidates)
+        await self._remote.apply(self._pc)
+
+    def _used(self) -> bool:
+        pc = self._pc
+        return pc.localDescription is not None or pc.remoteDescription is not None
 
     async def _on_sdp(self, sdp: Sdp) -> None:
         if sdp.kind == SDP_KIND_OFFER:
@@ -400,7 +499,11 @@ class Session:
                 if self.impolite:
                     logger.debug("session %s: ignoring a colliding offer", self.other)
                     return
-                rollback_local_offer(self._pc)
+                if self._pc.remoteDescription is None:
+                    await self._replace()  # a new connection's first offer: start afresh
+                else:
+                    rollback_local_offer(self._pc)
+            await self._conn.ready()
             await self._set_remote(RTCSessionDescription(sdp=sdp.sdp, type="offer"))
             mark_unoffered_inactive(self._pc)
             answer = await self._pc.createAnswer()
@@ -420,28 +523,4 @@ class Session:
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         await self._pc.setRemoteDescription(description)
-        # aiortc applied the candidates inside the SDP; remember them to skip repeats.
-        self._known_remote.update(
-            candidate_key(line)
-            for line in description.sdp.splitlines()
-            if line.startswith("a=candidate:")
-        )
-        self._remote_ufrags = sdp_ufrags(description.sdp)
-
-    def _on_candidates(self, candidates: Iterable[ICECandidate]) -> None:
-        for message in candidates:
-            remote = parse_remote(message)
-            if remote is None or remote.key in self._known_remote:
-                continue
-            self._known_remote.add(remote.key)
-            self._pending_remote.append(remote)
-
-    async def _add_pending_candidates(self) -> None:
-        if not self._pending_remote or self._pc.remoteDescription is None:
-            return
-        pending, self._pending_remote = self._pending_remote, []
-        for remote in pending:
-            if remote.ufrag is not None and remote.ufrag not in self._remote_ufrags:
-                continue  # for another ICE generation than the remote description's
-            with contextlib.suppress(ValueError):
-                await self._pc.addIceCandidate(remote.candidate)
+        self._remote.described(description.sdp)

@@ -50,6 +50,9 @@ class SignalingClient:
     async def aclose(self) -> None:
         await self._rpc.aclose()
 
+    def preconnect(self) -> None:
+        self._rpc.preconnect()
+
     async def prepare(self) -> list[IceServer]:
         """The deployment's ICE servers (TURN with credentials tied to this token)."""
         backoff = Backoff()

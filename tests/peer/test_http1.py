@@ -1,0 +1,90 @@
+"""The SDK's HTTP/1.1 client against a bare asyncio server that plays the awkward parts:
+keep-alive reuse, a pooled connection closed by the server while idle, a server that hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from pulsebeam.peer.http1 import Http1Client, TransportError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Coroutine[Any, Any, str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        servers.append(server)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/grpc"
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return head, await reader.readexactly(length)
+
+
+def reply(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+
+
+async def test_keep_alive_reuse_and_a_connection_closed_while_idle(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]],
+) -> None:
+    connections = 0
+
+    async def two_answers_then_hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal connections
+        connections += 1
+        for _ in range(2):
+            head, body = await read_request(reader)
+            assert head.startswith(b"POST /grpc/Echo HTTP/1.1\r\n")
+            assert b"\r\nx-test: 1\r\n" in head
+            writer.write(reply(body))
+        await writer.drain()
+        writer.close()  # idle connection closed by the server
+
+    client = Http1Client(await serve(two_answers_then_hang_up))
+    try:
+        async with asyncio.timeout(10):
+            answers = [await client.post("/Echo", {"x-test": "1"}, b"%d" % i) for i in range(5)]
+    finally:
+        await client.aclose()
+    assert [a.body for a in answers] == [b"0", b"1", b"2", b"3", b"4"]
+    assert {a.status for a in answers} == {200}
+    assert connections == 3  # two requests per connection; each stale one retried on a new one
+
+
+async def test_a_server_that_hangs_up_is_a_transport_error(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]],
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    client = Http1Client(await serve(hang_up))
+    try:
+        with pytest.raises(TransportError):
+            async with asyncio.timeout(10):
+                await client.post("/Echo", {}, b"x")
+    finally:
+        await client.aclose()
+    with pytest.raises(ValueError, match="must be http:// or https://"):
+        Http1Client("ws://127.0.0.1/grpc")
