@@ -123,8 +123,9 @@ class GrpcWebEndpoint:
         inline_calls: bool = False,
     ) -> None:
         self.inline_calls = inline_calls
-        """Unary calls never wait on I/O but to fetch an unknown key (which runs as a task of
-        its own): a transport may run them without a task of their own."""
+        """Calls (unary, and opening a stream) never wait on I/O but to fetch an unknown key
+        (which runs as a task of its own): a transport may run them without a task of their
+        own."""
         self._service = service
         self._metrics = metrics
         self._any_origin = "*" in cors_origins

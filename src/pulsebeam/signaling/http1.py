@@ -325,10 +325,11 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
             return
         body = b"".join(fast.body)
         fast.body = []
-        if call.streaming:
-            self._start_task(self._recv(call, body, exchange))
-            return
-        run = self._unary(call, body, exchange)
+        run = (
+            self._recv(call, body, exchange)
+            if call.streaming
+            else self._unary(call, body, exchange)
+        )
         if self.endpoint.inline_calls:
             # Run it here, as Python 3.12's eager tasks would: it answers before this callback
             # returns, and only a call that must wait gets a task, to finish in.
