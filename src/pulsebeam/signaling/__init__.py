@@ -3,7 +3,8 @@ policy enforced.
 
 - :mod:`.grpcweb_frames` — the gRPC-Web frame codec (pure; clients may reuse it);
 - :mod:`.grpcweb` — the gRPC-Web endpoint: routing, content type, CORS, bodies, errors;
-- :mod:`.http1` — the HTTP/1.1 fast path (calls answered in uvicorn's protocol, no ASGI);
+- :mod:`.http1`, :mod:`.http1_parts` — the HTTP/1.1 fast path (calls answered in uvicorn's
+  protocol, no ASGI) and its lighter per-connection parts;
 - :mod:`.grpcweb_asgi` — the same endpoint over ASGI (HTTP/2 under TLS, everything else);
 - :mod:`.service` — the rules of Prepare, Send, Recv and AnalyticsReport;
 - :mod:`.streams` — open streams writing to their transports, and the node's hub of them;

@@ -19,13 +19,13 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, ClassVar, cast
 
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from pulsebeam.errors import GrpcStatus
 from pulsebeam.signaling.grpcweb import PREFIX, Answer, Call, GrpcWebEndpoint, Headers
 from pulsebeam.signaling.grpcweb_frames import encode_message, encode_trailers
+from pulsebeam.signaling.http1_parts import CoalescingTransport, LightFlowControl, Pipeline
 from pulsebeam.signaling.streams import Closed, Stream
 
 __all__ = ["GrpcWebHttpProtocol", "protocol_for"]
@@ -38,87 +38,6 @@ _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_SECS = 2.0  # how long a connection refused mid-body may go on sending before it closes
-
-
-class _CoalescingTransport:
-    """Proxies a transport. ``write`` (uvicorn's ASGI path) is deferred to the end of the loop
-    step: an ASGI unary answer is two sends (headers, then body), which would otherwise be two
-    syscalls. ``write_now`` (the fast path, which writes whole answers) goes straight out unless
-    deferred writes are pending, which it must not overtake."""
-
-    __slots__ = ("_loop", "_pending", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._pending is None:
-            self._pending = []
-            self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
-
-    def write_eof(self) -> None:
-        self._flush()
-        if self._transport.can_write_eof():
-            self._transport.write_eof()
-
-    def is_closing(self) -> bool:  # on every write: spelled out rather than via __getattr__
-        return self._transport.is_closing()
-
-    def write_now(self, data: bytes) -> None:
-        if self._pending is not None:
-            self._pending.append(data)
-        elif not self._transport.is_closing():
-            self._transport.write(data)
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(b"".join(pending))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class _LightFlowControl(FlowControl):
-    """uvicorn's flow control without an ``asyncio.Event`` per connection (~0.7 KiB each): the
-    event is made only when an ASGI response actually waits for a full socket to drain."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:  # no super(): it makes the event
-        self._transport = transport
-        self.read_paused = False
-        self.write_paused = False
-        self._event: asyncio.Event | None = None
-
-    async def drain(self) -> None:
-        if self.write_paused:
-            if self._event is None:
-                self._event = asyncio.Event()
-            await self._event.wait()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self._event is not None:
-            self._event.clear()
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._event is not None:
-            self._event.set()
-
-
-class _Pipeline(list[Any]):
-    """The queue of pipelined ASGI requests, as a list: an empty deque costs ~0.6 KiB per
-    connection and pipelining is rare (uvicorn only appends left and pops right)."""
-
-    def appendleft(self, item: Any) -> None:
-        self.insert(0, item)
 
 
 class _Exchange:
@@ -214,15 +133,15 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         # (looked up when the first such request comes; about 0.5 KiB per connection) and a
         # flow control with an event per connection.
         self.connections.add(self)
-        self.transport = cast(asyncio.Transport, _CoalescingTransport(transport, self.loop))
-        self.flow = _LightFlowControl(self.transport)
+        self.transport = cast(asyncio.Transport, CoalescingTransport(transport, self.loop))
+        self.flow = LightFlowControl(self.transport)
         self.scheme = "https" if is_ssl(transport) else "http"
-        self.pipeline = cast(Any, _Pipeline())
+        self.pipeline = cast(Any, Pipeline())
         self.fast = _FastState()
 
     @property
-    def wire(self) -> _CoalescingTransport:
-        return cast(_CoalescingTransport, self.transport)
+    def wire(self) -> CoalescingTransport:
+        return cast(CoalescingTransport, self.transport)
 
     # -- parser callbacks -------------------------------------------------------------------
 
