@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -204,6 +205,17 @@ async def test_keep_alive_closes_idle_connections_only(tmp_path: Path) -> None:
                 await asyncio.sleep(0.3)
             async with asyncio.timeout(5):
                 assert await reader.read() == b""  # then idle: closed after about 1 s
+        # A Recv that arrives in the same read as an answered call is busy, not idle.
+        recv = frame(proto.RecvReq(src=peer("g", "alice", 3002)).SerializeToString())
+        async with raw_connection(server) as (reader, writer):
+            writer.write(
+                grpc_request("Send", token, send_body(me, me)) + grpc_request("Recv", token, recv)
+            )
+            assert (await read_response(reader)).grpc_status() == 0
+            async with asyncio.timeout(5):
+                await reader.readuntil(b"\r\n\r\n")  # the stream's head
+            with pytest.raises(TimeoutError):  # open past twice the keep-alive: no EOF
+                await asyncio.wait_for(reader.read(), 2.5)
 
 
 async def test_expect_100_continue_is_answered_before_the_body(
@@ -238,3 +250,70 @@ async def test_a_call_that_must_fetch_its_key_answers_before_what_is_pipelined_b
         second = await read_response(reader)
     assert (first.status, first.grpc_status()) == (200, 5)  # NOT_FOUND: the key was found
     assert second.status == 200
+
+
+async def test_a_client_that_reads_no_answers_is_read_no_further(server: RunningServer) -> None:
+    # Unauthenticated requests, each answered at once (UNIMPLEMENTED), never read: the server
+    # must stop reading rather than pile the answers up in memory.
+    many = b"POST /grpc/x/y HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n" * 500
+    url = urllib.parse.urlsplit(server.url)
+    _reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    handed_over = [0]
+
+    async def flood() -> None:
+        while True:
+            writer.write(many)
+            await writer.drain()
+            handed_over[0] += len(many)
+
+    task = asyncio.create_task(flood())
+    try:
+        await asyncio.sleep(3)  # time to fill every buffer on the way
+        before = handed_over[0]
+        await asyncio.sleep(1.5)
+        after = handed_over[0]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        writer.transport.abort()  # its send buffer is full: a graceful close would wait forever
+    assert after == before, f"the server read on: {after - before} bytes in 1.5 s, answers unread"
+    async with raw_connection(server) as (reader, writer):  # and it serves others meanwhile
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await read_response(reader)).status == 200
+
+
+async def test_nothing_pipelined_after_a_refused_body_runs(
+    server: RunningServer, client: ClientFactory, alice_token: str
+) -> None:
+    bob = client("g", "bob")
+    me = peer("g", "alice", 1005)
+    oversized = frame(b"\0" * 20_000)
+    to_bob = frame(proto.SendReq(msg=message(me, peer("g", "bob", 0), "ack")).SerializeToString())
+    async with bob.recv("g", "bob", 2005) as bob_stream:
+        async with raw_connection(server) as (reader, writer):
+            writer.write(
+                grpc_request("Send", alice_token, oversized)
+                + grpc_request("Send", alice_token, to_bob)
+            )
+            reply = await read_response(reader)
+            assert reply.grpc_status() == 8  # RESOURCE_EXHAUSTED
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""  # no second answer: closed
+        with pytest.raises(TimeoutError):
+            await bob_stream.next(0.5)  # and the second Send was never delivered
+
+
+async def test_deep_pipelining_closes_the_connection(server: RunningServer) -> None:
+    async with raw_connection(server) as (reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n" * 200)
+        answers = 0
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await read_response(reader)
+                answers += 1
+    assert answers < 200  # cut off (maybe before any answer): such a client is abusive
+    async with raw_connection(server) as (reader, writer):  # the server serves others
+        writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert (await read_response(reader)).status == 200

@@ -37,6 +37,7 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_PIPELINED = 16  # requests queued behind one in flight; browsers never pipeline at all
 _LINGER_SECS = 2.0  # how long a connection refused mid-body may go on sending before it closes
 
 
@@ -64,15 +65,13 @@ class _FastState:
         "keep_alive",
         "route_key",
         "route_value",
-        "size",
         "stream",
     )
 
     def __init__(self) -> None:
         self.call: Answer | Call | None = None  # the request being read, if on the fast path
         self.keep_alive = True
-        self.body: list[bytes] = []
-        self.size = 0
+        self.body = bytearray()
         self.stream: Stream | None = None  # this connection's open Recv, if any
         # The previous request's routing: clients repeat the same path and headers.
         self.route_key: tuple[bytes | None, ...] | None = None
@@ -151,9 +150,18 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self.fast.idle_since = None  # busy: also for a request later in the same read
 
     def on_headers_complete(self) -> None:
+        if self.fast.draining:
+            return  # refused and closing: what else the client pipelined is dropped
         if not self._takes_fast_path():
+            if len(self.pipeline) >= _MAX_PIPELINED:
+                # uvicorn queues every request of a read behind one in flight, each with its
+                # scope and cycle (tens of MiB from one 256 KiB read): no client needs this.
+                self.fast.draining = True
+                self.transport.close()
+                return
             if self.client is None:
                 self.server = get_local_addr(self.transport)
                 self.client = get_remote_addr(self.transport)
@@ -188,11 +196,28 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
             streaming = isinstance(fast.call, Call) and fast.call.streaming
             fast.route_key = None if streaming else key
             fast.route_value = None if streaming else fast.call
-        fast.body = []
-        fast.size = 0
+        fast.body = bytearray()
         self.headers = []  # not needed any more (memory of a long Recv)
         if self.expect_100_continue:
-            self.wire.write_now(_CONTINUE)  # curl asks before a body over 1 KiB, then waits
+            self._answer_expect_continue(fast, found.get(b"content-length"))
+
+    def _answer_expect_continue(self, fast: _FastState, length: bytes | None) -> None:
+        """curl asks before sending a body over 1 KiB, then waits: invite the body, or refuse
+        the request at once (the client then sends no body, so the connection closes)."""
+        call = fast.call
+        if isinstance(call, Call) and not (
+            length and length.isdigit() and int(length) > call.max_body
+        ):
+            self.wire.write_now(_CONTINUE)
+            return
+        assert call is not None
+        fast.call = None
+        fast.draining = True
+        exchange = self._begin(keep_alive=False)
+        if isinstance(call, Answer):
+            self.respond(exchange, call.status, call.headers, call.body)
+        else:
+            self.respond(exchange, 200, call.response_headers, self.endpoint.too_large(call))
 
     def _takes_fast_path(self) -> bool:
         parser = self.parser
@@ -210,22 +235,24 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         fast = self.fast
         call = fast.call
         if call is None:
-            super().on_body(body)
+            if not fast.draining:
+                super().on_body(body)
             return
         if not isinstance(call, Call):
             return  # answered without its body
-        fast.size += len(body)
-        if fast.size > call.max_body:
+        if len(fast.body) + len(body) > call.max_body:
             # Answer now rather than read an endless body, then close once the client has had
             # time to read the answer: closing a socket with unread bytes in it makes the kernel
             # reset the connection, and the reset would destroy the answer on its way.
             fast.call = None
-            fast.body = []
+            fast.body = bytearray()
             fast.draining = True
             exchange = self._begin(keep_alive=False)
             self.respond(exchange, 200, call.response_headers, self.endpoint.too_large(call))
             return
-        fast.body.append(body)
+        # One growing buffer, as uvicorn keeps: a list of the parser's pieces would cost an
+        # object per piece (a body sent two bytes at a time took 8x its size).
+        fast.body += body
 
     def data_received(self, data: bytes) -> None:
         if not self.fast.draining:
@@ -235,15 +262,16 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         fast = self.fast
         call = fast.call
         if call is None:
-            super().on_message_complete()
+            if not fast.draining:
+                super().on_message_complete()
             return
         fast.call = None
         exchange = self._begin(keep_alive=fast.keep_alive)
         if isinstance(call, Answer):
             self.respond(exchange, call.status, call.headers, call.body)
             return
-        body = b"".join(fast.body)
-        fast.body = []
+        body = bytes(fast.body)
+        fast.body = bytearray()
         run = (
             self._recv(call, body, exchange)
             if call.streaming
@@ -324,7 +352,12 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        if self.flow.write_paused:
+            # The client does not read its answers: read no more of its requests until it does
+            # (else answers written inline would pile up in the socket's buffer without bound).
+            self.flow.pause_reading()
+        else:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -354,6 +387,9 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
     # -- connection events ------------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:  # (uvicorn's own cancel is overridden)
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         stream = self.fast.stream
         if stream is not None:
             self.fast.stream = None
@@ -366,6 +402,8 @@ class GrpcWebHttpProtocol(HttpToolsProtocol):
         super().resume_writing()
         if self.fast.stream is not None:
             self.fast.stream.drain()
+        elif self.cycle is None or self.cycle.response_complete:
+            self.flow.resume_reading()  # paused by on_response_complete while it was full
 
     def shutdown(self) -> None:
         if isinstance(self.cycle, _Exchange) and not self.cycle.response_complete:

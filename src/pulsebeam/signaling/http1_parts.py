@@ -17,12 +17,13 @@ class CoalescingTransport:
     syscalls. ``write_now`` (the fast path, which writes whole answers) goes straight out unless
     deferred writes are pending, which it must not overtake."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_ended", "_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] | None = None
+        self._ended = False  # after write_eof: nothing more may be written
 
     def write(self, data: bytes) -> None:
         if self._pending is None:
@@ -32,6 +33,7 @@ class CoalescingTransport:
 
     def write_eof(self) -> None:
         self._flush()
+        self._ended = True
         if self._transport.can_write_eof():
             self._transport.write_eof()
 
@@ -41,12 +43,12 @@ class CoalescingTransport:
     def write_now(self, data: bytes) -> None:
         if self._pending is not None:
             self._pending.append(data)
-        elif not self._transport.is_closing():
+        elif not self._transport.is_closing() and not self._ended:
             self._transport.write(data)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
+        if pending and not self._transport.is_closing() and not self._ended:
             self._transport.write(b"".join(pending))
 
     def close(self) -> None:

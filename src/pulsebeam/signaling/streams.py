@@ -209,8 +209,9 @@ class Stream:
                 self._finish(self.closed)
 
     def _finish(self, closed: Closed) -> None:
-        if self._sink is not None:
-            self._sink.end(closed)
+        sink, self._sink = self._sink, None  # the clock may hold an ended stream a while
+        if sink is not None:
+            sink.end(closed)
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             on_end(self)
