@@ -9,7 +9,8 @@ policy enforced.
 - :mod:`.service` — the rules of Prepare, Send, Recv and AnalyticsReport;
 - :mod:`.streams` — open streams writing to their transports, and the node's hub of them;
 - :mod:`.router`, :mod:`.redis_router` — where messages go: in-process, or across nodes;
-- :mod:`.directory` — keys and bans in memory; :mod:`.records` — batched usage and logs.
+- :mod:`.directory` — keys and bans in memory; :mod:`.records` — batched usage and logs;
+- :mod:`.connection_log` — who signaled whom: one row per session start and end.
 
 The composition root (:mod:`pulsebeam.server`) builds all of it from one
 :class:`~pulsebeam.config.Config`.

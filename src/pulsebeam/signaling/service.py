@@ -8,8 +8,6 @@ status (shared/PROTOCOL.md §3 lists the codes the official SDK treats as fatal)
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +18,7 @@ from pulsebeam.auth import TokenVerifier, VerifiedToken, decode_unverified, vali
 from pulsebeam.auth.keys import is_key_id
 from pulsebeam.config import SignalingConfig
 from pulsebeam.control.events import BanAdded, BanRemoved, ControlEvent, KeyDeleted
-from pulsebeam.control.records import BanInfo, ConnectionLogEntry
+from pulsebeam.control.records import BanInfo
 from pulsebeam.errors import (
     GrpcStatus,
     InvalidArgumentError,
@@ -32,6 +30,7 @@ from pulsebeam.errors import (
     UnknownKeyError,
 )
 from pulsebeam.signaling.analytics import check_reports, record_reports
+from pulsebeam.signaling.connection_log import ConnectionLog
 from pulsebeam.signaling.directory import BanList, KeyDirectory
 from pulsebeam.signaling.limits import RateLimiter
 from pulsebeam.signaling.metrics import SignalingMetrics
@@ -57,7 +56,6 @@ IceServerSource = Callable[[str, str, int], Sequence[IceServer]]
 MAX_RESERVED_CONN_ID = 16
 _PING = proto.RecvResp(msg=proto.Message(payload=proto.MessagePayload(ping=proto.Ping())))
 PING_BYTES = _PING.SerializeToString()
-_MAX_SEEN_PAIRS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +117,7 @@ class SignalingService:
         self._send_limiter = RateLimiter(config.send_rate, config.send_burst)
         self._recv_limiter = RateLimiter(config.recv_rate, config.recv_burst)
         self._analytics_limiter = RateLimiter(config.analytics_rate, config.analytics_burst)
-        self._seen_pairs: collections.OrderedDict[tuple[Address, Address], None] = (
-            collections.OrderedDict()
-        )
+        self._connection_log = ConnectionLog(recorder)
         self._stopping = False
         self._releasing: set[asyncio.Task[None]] = set()
         self._clock = StreamClock()
@@ -254,7 +250,7 @@ class SignalingService:
             raise NotFoundError(f"peer {dst.group_id}/{dst.peer_id} has just gone away")
         self._metrics.message("delivered")
         self._recorder.message(caller.project_id)
-        self._log_connection(src, target.address, kind)
+        self._connection_log.delivered(src, target.address, kind)
         return proto.SendResp()
 
     def _own_address(self, caller: Caller, info: proto.PeerInfo, what: str) -> Address:
@@ -274,35 +270,6 @@ class SignalingService:
                 f" {MAX_RESERVED_CONN_ID}"
             )
         return Address(caller.project_id, group_id, peer_id, info.conn_id)
-
-    def _log_connection(self, src: Address, dst: Address, kind: str) -> None:
-        """One connection-log row per session start (join, first signal) and end (bye)."""
-        if kind == "bye":
-            event = "bye"
-            self._seen_pairs.pop((src, dst), None)
-        elif kind in ("join", "signal"):
-            event = "join" if kind == "join" else "connect"
-            pair = (src, dst) if kind == "signal" else (src, dataclasses.replace(dst, conn_id=0))
-            if pair in self._seen_pairs:
-                return
-            self._seen_pairs[pair] = None
-            if len(self._seen_pairs) > _MAX_SEEN_PAIRS:
-                self._seen_pairs.popitem(last=False)
-        else:
-            return
-        self._recorder.connection(
-            ConnectionLogEntry(
-                project_id=src.project_id,
-                at=self._recorder.now(),
-                src_group=src.group_id,
-                src_peer=src.peer_id,
-                src_conn=src.conn_id,
-                dst_group=dst.group_id,
-                dst_peer=dst.peer_id,
-                dst_conn=dst.conn_id,
-                event=event,
-            )
-        )
 
     # -- Recv -----------------------------------------------------------------------------------
 
