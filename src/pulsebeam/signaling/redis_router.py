@@ -328,11 +328,12 @@ class RedisRouter:
 
     async def _forget(self, stream: Stream) -> None:
         a = stream.address
+        pipe = self._client.pipeline(transaction=False)  # one round trip for both
         await self._unregister(
             keys=[_conn_key(a), _peer_key(a), _group_key(a.project_id, a.group_id)],
             args=[f"{stream.stream_id}|", str(a.conn_id), f"{a.peer_id}:{a.conn_id}"],
+            client=pipe,
         )
-        pipe = self._client.pipeline(transaction=False)
         self._write_count(pipe, a.project_id)
         await pipe.execute()
 
