@@ -37,6 +37,8 @@ from tests.fixtures.server import (
 )
 
 TIMEOUT = 30.0
+# Time for a new callee to gather its spare connection, as a callee that has been up a while has.
+CALLEE_SETTLE = 0.05
 
 
 async def sdk_once(keys: ProjectKeys, grpc: str, callee: Peer, relay: bool, n: int) -> float:
@@ -79,19 +81,24 @@ async def measure(
     results: dict[str, list[float]] = {}
     for relay in modes:
         mode = "relay-only" if relay else "host (127.0.0.1)"
-        callee = await create_peer(keys.token("bench", "callee"), grpc, force_relay=relay)
-        await callee.wait_ready()
-        accept = asyncio.create_task(_accept_forever(callee))
         sdk_label = f"PulseBeam SDK, {mode}"
         direct_label = f"lower bound: aiortc direct, {mode}"
         for n in range(runs):
-            async with asyncio.timeout(TIMEOUT):
-                sdk = await sdk_once(keys, grpc, callee, relay, n)
-                direct = await direct_once(callee.configuration)
+            # A new callee each run: its random conn_id decides which side is polite, and so
+            # which of the protocol's two first exchanges the run takes.
+            callee = await create_peer(keys.token("bench", f"callee{n}"), grpc, force_relay=relay)
+            await callee.wait_ready()
+            accept = asyncio.create_task(_accept_forever(callee))
+            await asyncio.sleep(CALLEE_SETTLE)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    sdk = await sdk_once(keys, grpc, callee, relay, n)
+                    direct = await direct_once(callee.configuration)
+            finally:
+                accept.cancel()
+                await callee.close()
             results.setdefault(sdk_label, []).append(sdk)
             results.setdefault(direct_label, []).append(direct)
-        accept.cancel()
-        await callee.close()
     return results
 
 

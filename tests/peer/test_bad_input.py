@@ -25,6 +25,8 @@ async def test_bad_input_is_refused_clearly(
         await create_peer(keys.token("g1", "alice"), "ftp://127.0.0.1/grpc")
     with pytest.raises(InvalidArgumentError, match="force_relay needs a TURN server"):
         await create_peer(keys.token("g1", "alice"), grpc, force_relay=True)
+    with pytest.raises(InvalidArgumentError, match="ice_candidate_pool_size must be 0 to 4"):
+        await create_peer(keys.token("g1", "alice"), grpc, ice_candidate_pool_size=5)
     peer = await create_peer(keys.token("g1", "alice"), grpc)
     try:
         with pytest.raises(InvalidPatternError, match="peer_id 'b o b' is invalid"):

@@ -11,11 +11,12 @@ import asyncio
 import logging
 
 import pytest
-from aiortc import MediaStreamTrack, RTCConfiguration
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer
 from aiortc.mediastreams import VideoStreamTrack
 from av import VideoFrame
 
 from pulsebeam.peer.identity import PeerInfo
+from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
 from pulsebeam.proto import (
     SDP_KIND_OFFER,
@@ -26,6 +27,7 @@ from pulsebeam.proto import (
     Sdp,
     Signal,
 )
+from tests.peer.conftest import StunResponder
 
 TIMEOUT = 10.0
 
@@ -57,11 +59,14 @@ class Wire:
         self.closed.append(session)
 
 
-def pair(config: RTCConfiguration, copies: int = 1) -> tuple[Session, Session, Wire, Wire]:
+def pair(
+    config: RTCConfiguration, copies: int = 1, bobs: PreparedConnection | None = None
+) -> tuple[Session, Session, Wire, Wire]:
+    """Polite alice and impolite bob (who makes the first offer, on ``bobs`` if given)."""
     alice, bob = PeerInfo("g", "alice", 1000), PeerInfo("g", "bob", 2000)
     wire_a, wire_b = Wire(alice, config, copies), Wire(bob, config, copies)
     session_a = Session(wire_a, bob, config)
-    session_b = Session(wire_b, alice, config)
+    session_b = Session(wire_b, alice, config, bobs)
     wire_a.remote, wire_b.remote = session_b, session_a
     return session_a, session_b, wire_a, wire_b
 
@@ -89,13 +94,65 @@ async def test_sessions_connect_and_exchange_data(loopback_ice: RTCConfiguration
         # Polite alice never offered first: her first message was a Join, bob's an offer.
         assert wire_a.sent[0].payload.WhichOneof("payload_type") == "join"
         assert wire_b.sent[0].payload.signal.sdp.kind == SDP_KIND_OFFER
-        # The SDP's candidates go out again as a batch, for the browser SDK's sake, 100 ms
-        # after the description (as the official SDK flushes its batches).
+        # Then a batch of candidates (see the two tests below for which).
         async with asyncio.timeout(TIMEOUT):
             while len(wire_b.sent) < 2:  # noqa: ASYNC110 - the wire has no event of its own
                 await asyncio.sleep(0.02)
         assert wire_b.sent[1].payload.signal.WhichOneof("data") == "ice_candidate_batch"
         assert [m.header.seqnum for m in wire_b.sent] == list(range(len(wire_b.sent)))
+    finally:
+        await close_all(a, b)
+
+
+async def test_an_offer_made_while_gathering_goes_at_once_and_its_candidates_follow(
+    loopback_ice: RTCConfiguration, stun_server: StunResponder
+) -> None:
+    # The STUN server answers after 0.3 s, so bob's gathering is still on when he offers.
+    stun_server.delay = 0.3
+    config = RTCConfiguration([RTCIceServer(stun_server.url)])
+    a, b, wire_a, wire_b = pair(config)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+        offer, batch = (m.payload.signal for m in wire_b.sent[:2])
+        assert offer.sdp.kind == SDP_KIND_OFFER
+        assert "a=candidate:" not in offer.sdp.sdp
+        assert "a=end-of-candidates" not in offer.sdp.sdp
+        # The batch, once gathering ended: every candidate, then the end of them per m-line.
+        candidates = list(batch.ice_candidate_batch.candidates)
+        ends = [c for c in candidates if not c.candidate]
+        assert candidates[-len(ends) :] == ends
+        assert [(e.sdp_mid, e.sdp_m_line_index) for e in ends] == [("0", 0)]
+        assert [c for c in candidates if c.candidate.endswith("typ host")]
+        # Alice's answer waited for her own gathering, so it carries her candidates.
+        answer = next(m.payload.signal.sdp for m in wire_a.sent if m.payload.signal.HasField("sdp"))
+        assert "a=candidate:" in answer.sdp
+        assert "a=end-of-candidates" in answer.sdp
+    finally:
+        await close_all(a, b)
+
+
+async def test_an_offer_made_after_gathering_carries_its_candidates(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    gathered = PreparedConnection(loopback_ice)
+    await gathered.ready()
+    a, b, _, wire_b = pair(loopback_ice, bobs=gathered)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+            while len(wire_b.sent) < 2:  # noqa: ASYNC110 - the wire has no event of its own
+                await asyncio.sleep(0.02)
+        offer, batch = (m.payload.signal for m in wire_b.sent[:2])
+        assert "a=candidate:" in offer.sdp.sdp
+        assert "a=end-of-candidates" in offer.sdp.sdp
+        # The batch repeats them 100 ms later for the browser SDK (as the official SDK
+        # flushes its batches), and has no end mark: the SDP said it.
+        repeated = [c.candidate for c in batch.ice_candidate_batch.candidates]
+        assert repeated
+        assert all(("a=" + c) in offer.sdp.sdp for c in repeated)
     finally:
         await close_all(a, b)
 

@@ -18,7 +18,12 @@ from pulsebeam.errors import (
     UnavailableError,
 )
 from pulsebeam.peer.backoff import Backoff
-from pulsebeam.peer.candidates import candidate_key, local_candidates, parse_remote
+from pulsebeam.peer.candidates import (
+    candidate_key,
+    end_of_candidates,
+    local_candidates,
+    parse_remote,
+)
 from pulsebeam.peer.errors import SignalingError, is_fatal, status_error
 from pulsebeam.peer.events import EventStream
 from pulsebeam.peer.identity import PeerInfo, TokenIdentity, is_impolite
@@ -134,6 +139,17 @@ def test_local_candidates_from_sdp_are_distinct_and_tagged() -> None:
     ]
     assert all(c.sdp_mid == "0" and c.sdp_m_line_index == 0 for c in batch)
     assert all(c.username == "abcd" for c in batch)
+
+
+def test_end_of_candidates_marks_every_m_line() -> None:
+    three_lines = SDP + "m=audio 9 UDP/TLS/RTP/SAVPF 111\na=mid:2\na=ice-ufrag:efgh\n"
+    marks = end_of_candidates(three_lines)
+    assert [(m.candidate, m.sdp_m_line_index, m.sdp_mid, m.username) for m in marks] == [
+        ("", 0, "0", "abcd"),
+        ("", 1, "1", "abcd"),
+        ("", 2, "2", "efgh"),
+    ]
+    assert all(parse_remote(m) is None for m in marks)  # never taken for a candidate
 
 
 def test_parse_remote_candidate_of_a_browser() -> None:

@@ -1,17 +1,18 @@
 """ICE candidates between SDP text, aiortc objects and the ``ICECandidate`` protobuf.
 
-aiortc gathers every local candidate inside ``setLocalDescription`` and writes them into the
-SDP; it never trickles. The browser SDK expects candidate signals, so the session sends the
-SDP's candidates again as one ``ice_candidate_batch``, 100 ms after the description as the
-official SDK flushes its batches (duplicates are harmless: both ends ignore a candidate they
-already have).
+aiortc writes the candidates it has gathered into the SDP and never trickles them. A session
+whose description went before gathering ended sends them as one ``ice_candidate_batch`` as soon
+as it has, closed by an end-of-candidates mark per m-line (an empty ``candidate``, as a browser
+reports it); otherwise it sends the SDP's candidates again 100 ms after the description, as the
+official SDK flushes its batches, for the browser SDK (duplicates are harmless: both ends
+ignore a candidate they already have).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiortc import RTCIceCandidate, RTCPeerConnection
 from aiortc.sdp import candidate_from_sdp
@@ -22,6 +23,7 @@ __all__ = [
     "RemoteCandidate",
     "RemoteCandidates",
     "candidate_key",
+    "end_of_candidates",
     "local_candidates",
     "parse_remote",
     "sdp_ufrags",
@@ -40,32 +42,59 @@ def candidate_key(text: str) -> str:
     return text
 
 
+@dataclass(slots=True)
+class _Section:
+    """One m-line of an SDP: its index, mid, ICE ufrag and candidate keys."""
+
+    index: int
+    ufrag: str | None
+    mid: str | None = None
+    candidates: list[str] = field(default_factory=list)
+
+
+def _sections(sdp: str) -> list[_Section]:
+    sections: list[_Section] = []
+    ufrag: str | None = None  # a session-level or earlier ufrag applies until one is given
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append(_Section(len(sections), ufrag))
+        elif line.startswith("a=ice-ufrag:"):
+            ufrag = line[len("a=ice-ufrag:") :]
+            if sections:
+                sections[-1].ufrag = ufrag
+        elif not sections:
+            continue
+        elif line.startswith("a=mid:"):
+            sections[-1].mid = line[len("a=mid:") :]
+        elif line.startswith("a=candidate:"):
+            sections[-1].candidates.append(candidate_key(line))
+    return sections
+
+
 def local_candidates(sdp: str) -> list[ICECandidate]:
     """Every distinct candidate of an SDP, tagged with its m-line, mid and ufrag."""
     result: list[ICECandidate] = []
     seen: set[str] = set()
-    index = -1
-    mid: str | None = None
-    ufrag: str | None = None
-    for line in sdp.splitlines():
-        if line.startswith("m="):
-            index += 1
-            mid = None
-        elif line.startswith("a=mid:"):
-            mid = line[len("a=mid:") :]
-        elif line.startswith("a=ice-ufrag:"):
-            ufrag = line[len("a=ice-ufrag:") :]
-        elif line.startswith("a=candidate:") and index >= 0:
-            key = candidate_key(line)
-            if key in seen:
-                continue
-            seen.add(key)
-            result.append(
-                ICECandidate(
-                    candidate=_PREFIX + key, sdp_m_line_index=index, sdp_mid=mid, username=ufrag
-                )
-            )
+    for section in _sections(sdp):
+        for key in section.candidates:
+            if key not in seen:
+                seen.add(key)
+                result.append(_tagged(_PREFIX + key, section))
     return result
+
+
+def end_of_candidates(sdp: str) -> list[ICECandidate]:
+    """One end-of-candidates mark per m-line of an SDP (candidate "", its mid and ufrag)."""
+    return [_tagged("", section) for section in _sections(sdp)]
+
+
+def _tagged(candidate: str, section: _Section) -> ICECandidate:
+    return ICECandidate(
+        candidate=candidate,
+        sdp_m_line_index=section.index,
+        sdp_mid=section.mid,
+        username=section.ufrag,
+    )
 
 
 def sdp_ufrags(sdp: str) -> set[str]:
@@ -111,6 +140,8 @@ class RemoteCandidates:
         self._known: set[str] = set()
         self._pending: list[RemoteCandidate] = []
         self._ufrags: set[str] = set()
+        # The ufrag of an end-of-candidates mark not applied yet ("" when it named none).
+        self._end: str | None = None
 
     def described(self, sdp: str) -> None:
         """The remote description ``sdp`` was applied."""
@@ -121,6 +152,9 @@ class RemoteCandidates:
 
     def add(self, candidates: Iterable[ICECandidate]) -> None:
         for message in candidates:
+            if not message.candidate.strip():
+                self._end = message.username if message.HasField("username") else ""
+                continue
             remote = parse_remote(message)
             if remote is None or remote.key in self._known:
                 continue
@@ -130,14 +164,21 @@ class RemoteCandidates:
     def drop_pending(self) -> None:
         """Forget candidates not applied yet (a new ICE generation makes them stale)."""
         self._pending = []
+        self._end = None
 
     async def apply(self, pc: RTCPeerConnection) -> None:
         """Hand the held candidates to ``pc`` once it has a remote description."""
-        if not self._pending or pc.remoteDescription is None:
+        if pc.remoteDescription is None:
             return
         pending, self._pending = self._pending, []
         for remote in pending:
-            if remote.ufrag is not None and remote.ufrag not in self._ufrags:
-                continue  # for another ICE generation than the remote description's
-            with contextlib.suppress(ValueError):
-                await pc.addIceCandidate(remote.candidate)
+            if self._current(remote.ufrag):
+                with contextlib.suppress(ValueError):
+                    await pc.addIceCandidate(remote.candidate)
+        end, self._end = self._end, None
+        if end is not None and self._current(end or None):
+            await pc.addIceCandidate(None)
+
+    def _current(self, ufrag: str | None) -> bool:
+        """False for a candidate of another ICE generation than the remote description's."""
+        return ufrag is None or ufrag in self._ufrags

@@ -29,6 +29,7 @@ from pulsebeam.peer.errors import PeerClosedError
 from pulsebeam.peer.events import EventStream, first_of
 from pulsebeam.peer.ice import IcePolicy
 from pulsebeam.peer.identity import DISCOVERY_CONN_ID, RESERVED_CONN_IDS, PeerInfo
+from pulsebeam.peer.pool import MAX_POOL_SIZE, ConnectionPool
 from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
 from pulsebeam.peer.signaling import SignalingClient
@@ -60,13 +61,21 @@ async def create_peer(
     ice_servers: Sequence[RTCIceServer] | None = None,
     *,
     token_provider: TokenProvider | None = None,
+    ice_candidate_pool_size: int = 1,
 ) -> Peer:
     """Prepare a peer for ``token`` against the server at ``base_url`` (ending in ``/grpc``).
 
     ``ice_servers`` come first, then the ones ``Prepare`` returns (our TURN with credentials).
     aiortc is always given this explicit list, so it never falls back to a public STUN server.
     ``token_provider`` is awaited for a fresh token before the current one expires.
+    ``ice_candidate_pool_size`` connections (0 to 4) are kept gathered for the next sessions
+    once the peer starts (:mod:`pulsebeam.peer.pool`); each holds a TURN allocation when TURN
+    is configured.
     """
+    if not 0 <= ice_candidate_pool_size <= MAX_POOL_SIZE:
+        raise InvalidArgumentError(
+            f"ice_candidate_pool_size must be 0 to {MAX_POOL_SIZE}, got {ice_candidate_pool_size}"
+        )
     tokens = Tokens(token, token_provider)
     info = PeerInfo.new_connection(tokens.identity.group_id, tokens.identity.peer_id)
     client = SignalingClient(base_url, tokens, info)
@@ -77,18 +86,23 @@ async def create_peer(
     except BaseException:
         await client.aclose()
         raise
-    return Peer(client, ice, configuration)
+    return Peer(client, ice, configuration, ConnectionPool(ice_candidate_pool_size, configuration))
 
 
 class Peer:
     """A signaling connection; use :func:`create_peer` to make one."""
 
     def __init__(
-        self, client: SignalingClient, ice: IcePolicy, configuration: RTCConfiguration
+        self,
+        client: SignalingClient,
+        ice: IcePolicy,
+        configuration: RTCConfiguration,
+        pool: ConnectionPool,
     ) -> None:
         self._client = client
         self._ice = ice
         self._configuration = configuration
+        self._pool = pool
         self._ice_refresh: asyncio.Task[None] | None = None
         client.tokens.on_update = self._token_updated
         self._info = client.info
@@ -138,6 +152,7 @@ class Peer:
         if self._state is not PeerState.NEW:
             return
         self._state = PeerState.CONNECTING
+        self._pool.start()
         self._tasks.append(asyncio.create_task(self._receive(), name=f"peer {self._info} recv"))
         if self._client.tokens.has_provider:
             self._tasks.append(
@@ -191,7 +206,8 @@ class Peer:
         target = (group_id, peer_id)
         prepared = None
         if self.session_with(group_id, peer_id) is None and target not in self._prepared:
-            prepared = self._prepared[target] = PreparedConnection(self._configuration)
+            prepared = self._pool.take() or PreparedConnection(self._configuration)
+            self._prepared[target] = prepared
         try:
             async with asyncio.timeout(give_up_after):
                 while True:
@@ -296,6 +312,7 @@ class Peer:
     async def _refresh_ice_servers(self) -> None:
         try:
             self._configuration = self._ice.configuration(await self._client.prepare())
+            self._pool.reconfigure(self._configuration)
         except PulseBeamError as exc:
             logger.warning("peer %s: could not renew the ICE servers: %s", self._info, exc)
 
@@ -320,6 +337,7 @@ class Peer:
             if message.payload.WhichOneof("payload_type") in ("bye", "ack", None):
                 return
             prepared = self._prepared.pop((other.group_id, other.peer_id), None)
+            prepared = prepared or self._pool.take()
             session = Session(self, other, self._configuration, prepared)
             self._sessions[other] = session
             logger.info("peer %s: new session with %s", self._info, other)
@@ -360,6 +378,7 @@ class Peer:
         await asyncio.gather(
             *(s.close(reason, say_bye=error is None) for s in sessions),
             *(p.close() for p in prepared),
+            self._pool.close(),
             return_exceptions=True,
         )
         self._incoming.close(error)

@@ -15,13 +15,15 @@ import logging
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
-__all__ = ["INTERNAL_LABEL", "PC_CLOSE_TIMEOUT", "PreparedConnection"]
+__all__ = ["GATHERING_GRACE", "INTERNAL_LABEL", "PC_CLOSE_TIMEOUT", "PreparedConnection"]
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_LABEL = "__internal"
 # Closing deletes TURN allocations; with the TURN server gone each deletion would retry ~40 s.
 PC_CLOSE_TIMEOUT = 3.0
+# Gathering takes milliseconds when the STUN/TURN servers answer; this bounds a close when not.
+GATHERING_GRACE = 1.0
 
 
 class PreparedConnection:
@@ -44,12 +46,22 @@ class PreparedConnection:
         assert sctp is not None  # created by createDataChannel
         await sctp.transport.transport.iceGatherer.gather()
 
+    @property
+    def gathered(self) -> bool:
+        """Gathering has ended (successfully or not)."""
+        return self._gathering.done()
+
     async def ready(self) -> None:
         """Wait until the candidates are gathered (raises what gathering raised)."""
         await self._gathering
 
     async def close(self) -> None:
-        """Close the connection, waiting at most ``PC_CLOSE_TIMEOUT`` for the TURN server."""
+        """Close the connection, waiting at most ``PC_CLOSE_TIMEOUT`` for the TURN server.
+
+        Gathering is let finish first, for up to ``GATHERING_GRACE``: cancelled midway, aioice
+        leaves its STUN requests running, and they fail noisily on the closed sockets.
+        """
+        await asyncio.wait([self._gathering], timeout=GATHERING_GRACE)
         self._gathering.cancel()
         try:
             async with asyncio.timeout(PC_CLOSE_TIMEOUT):

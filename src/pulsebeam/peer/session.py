@@ -42,7 +42,7 @@ from pulsebeam.peer.aiortc_compat import (
     rollback_local_offer,
     selected_path,
 )
-from pulsebeam.peer.candidates import RemoteCandidates, local_candidates
+from pulsebeam.peer.candidates import RemoteCandidates, end_of_candidates, local_candidates
 from pulsebeam.peer.channel import DataChannel
 from pulsebeam.peer.errors import PeerClosedError
 from pulsebeam.peer.events import EventStream, first_of
@@ -395,14 +395,43 @@ class Session:
         except PulseBeamError as exc:
             await self._shutdown(f"signaling failed: {exc}", send_bye=False)
 
-    def _send_description(self) -> None:
-        description = self._pc.localDescription
-        kind = SDP_KIND_OFFER if description.type == "offer" else SDP_KIND_ANSWER
-        self._send_signal(Signal(sdp=Sdp(kind=kind, sdp=description.sdp)))
-        candidates = local_candidates(description.sdp)
+    async def _describe(self, description: RTCSessionDescription) -> None:
+        """Send ``description`` and make it the local one.
+
+        An offer made while the connection is still gathering goes at once, without
+        candidates (what a browser does), and they follow in one batch, with an
+        end-of-candidates mark, the moment gathering ends: the other side works on the offer
+        meanwhile. aiortc must not apply it before then (its ICE cannot start without all
+        local candidates). An answer always waits for gathering and carries its candidates:
+        the offerer then starts its checks as soon as it has the answer, whereas aioice would
+        look at candidates trickled to both sides only at its next 20 ms check tick. A
+        description made after gathering carries every candidate; the batch then only repeats
+        them later for the browser SDK.
+        """
+        early = description.type == "offer" and not self._conn.gathered
+        if early:
+            self._send_sdp(description)
+        await self._conn.ready()
+        await self._pc.setLocalDescription(description)
+        # Let the ICE start that setLocalDescription scheduled run now: run during a
+        # setRemoteDescription of an answer already waiting, it would find the remote ICE
+        # parameters but not yet the candidates, and aioice pairs those only at its next
+        # 20 ms tick.
+        await asyncio.sleep(0)
+        final = self._pc.localDescription
+        candidates = local_candidates(final.sdp)
+        if early:
+            batch = ICECandidateBatch(candidates=[*candidates, *end_of_candidates(final.sdp)])
+            self._send_signal(Signal(ice_candidate_batch=batch))
+            return
+        self._send_sdp(final)
         if candidates:
             batch = ICECandidateBatch(candidates=candidates)
             self._spawn(self._flushes, self._flush_candidates(self._conn, self._generation, batch))
+
+    def _send_sdp(self, description: RTCSessionDescription) -> None:
+        kind = SDP_KIND_OFFER if description.type == "offer" else SDP_KIND_ANSWER
+        self._send_signal(Signal(sdp=Sdp(kind=kind, sdp=description.sdp)))
 
     async def _flush_candidates(
         self, conn: PreparedConnection, generation: int, batch: ICECandidateBatch
@@ -454,10 +483,7 @@ class Session:
 
     async def _offer(self) -> None:
         self._renegotiate = False
-        await self._conn.ready()
-        offer = await self._pc.createOffer()
-        await self._pc.setLocalDescription(offer)
-        self._send_description()
+        await self._describe(await self._pc.createOffer())
 
     def _needs_offer(self) -> bool:
         pending_track = any(t.mid is None and not t.stopped for t in self._pc.getTransceivers())
@@ -503,12 +529,12 @@ class Session:
                     await self._replace()  # a new connection's first offer: start afresh
                 else:
                     rollback_local_offer(self._pc)
+            # Not before gathering ends: a BUNDLE in the offer may discard the transport
+            # that is gathering, and its sockets would outlive it.
             await self._conn.ready()
             await self._set_remote(RTCSessionDescription(sdp=sdp.sdp, type="offer"))
             mark_unoffered_inactive(self._pc)
-            answer = await self._pc.createAnswer()
-            await self._pc.setLocalDescription(answer)
-            self._send_description()
+            await self._describe(await self._pc.createAnswer())
         elif sdp.kind == SDP_KIND_ANSWER:
             if self._pc.signalingState != "have-local-offer":
                 logger.debug("session %s: ignoring an answer to no offer", self.other)

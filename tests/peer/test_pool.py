@@ -1,0 +1,84 @@
+"""The connection pool on real aiortc: spares gathered ahead, handed out once, replaced, closed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc import RTCConfiguration, RTCIceServer
+
+from pulsebeam.peer import pool as pool_module
+from pulsebeam.peer.pool import ConnectionPool
+from pulsebeam.peer.prepared import PreparedConnection
+from tests.peer.conftest import StunResponder
+
+TIMEOUT = 5.0
+
+
+async def closed(conn: PreparedConnection) -> None:
+    while conn.pc.signalingState != "closed":  # noqa: ASYNC110 - aiortc has no event for it
+        await asyncio.sleep(0.01)
+
+
+async def refilled(pool: ConnectionPool, size: int) -> tuple[PreparedConnection, ...]:
+    while len(pool.spares) < size:  # noqa: ASYNC110 - the pool has no event for it
+        await asyncio.sleep(0.01)
+    return pool.spares
+
+
+async def test_a_spare_is_gathered_ahead_and_replaced_after_it_is_taken(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    pool = ConnectionPool(1, loopback_ice)
+    assert pool.take() is None  # not started: no spares
+    pool.start()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            (spare,) = pool.spares
+            await spare.ready()
+            assert spare.gathered
+            assert pool.take() is spare
+            assert pool.take() is None  # the next one is made a moment later
+            (second,) = await refilled(pool, 1)
+            assert second is not spare
+            await spare.close()
+    finally:
+        await pool.close()
+
+
+async def test_spares_are_replaced_when_stale_or_reconfigured_and_closed_with_the_pool(
+    loopback_ice: RTCConfiguration, stun_server: StunResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "SPARE_MAX_AGE", 0.3)
+    pool = ConnectionPool(2, loopback_ice)
+    pool.start()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            first = pool.spares
+            assert len(first) == 2
+            for old in first:  # stale after SPARE_MAX_AGE: closed and replaced
+                await closed(old)
+            aged = await refilled(pool, 2)
+            assert not set(aged) & set(first)
+            # New ICE servers (new TURN credentials, say): the spares gather with them.
+            assert stun_server.requests == 0
+            pool.reconfigure(RTCConfiguration([RTCIceServer(stun_server.url)]))
+            for old in aged:
+                await closed(old)
+            current = await refilled(pool, 2)
+            for conn in current:
+                await conn.ready()
+            assert stun_server.requests >= 2  # one Binding request per spare at least
+    finally:
+        await pool.close()
+    for conn in current:
+        assert conn.pc.signalingState == "closed"
+    assert pool.take() is None
+
+
+async def test_an_empty_pool_makes_nothing(loopback_ice: RTCConfiguration) -> None:
+    pool = ConnectionPool(0, loopback_ice)
+    pool.start()
+    assert pool.take() is None
+    assert pool.spares == ()
+    await pool.close()
