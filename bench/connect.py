@@ -12,7 +12,8 @@ measures, for host candidates (restricted to 127.0.0.1) and relay-only:
   same TURN credentials), offer and answer handed over as Python objects, no signaling at all.
 
 Both run in this one process on the same event loop; rows are interleaved run by run, and each
-row is the median of ``--runs`` runs.
+row is the median of ``--runs`` runs. Each run has a new callee, whose random ``conn_id`` decides
+which side is polite; the SDK's runs are also shown split by the first exchange that this gave.
 """
 
 from __future__ import annotations
@@ -39,10 +40,19 @@ from tests.fixtures.server import (
 TIMEOUT = 30.0
 # Time for a new callee to gather its spare connection, as a callee that has been up a while has.
 CALLEE_SETTLE = 0.05
+# The protocol's two first exchanges, by whether the caller (the newer connection) is the
+# impolite side, which makes the first offer.
+EXCHANGES = {
+    False: "callee offers: offer, answer",
+    True: "callee polite: its Join back, offer, answer",
+}
 
 
-async def sdk_once(keys: ProjectKeys, grpc: str, callee: Peer, relay: bool, n: int) -> float:
-    """Seconds from the caller's create_peer to its open data channel."""
+async def sdk_once(
+    keys: ProjectKeys, grpc: str, callee: Peer, relay: bool, n: int
+) -> tuple[float, bool]:
+    """Seconds from the caller's create_peer to its open data channel, and whether the caller
+    was the impolite side (then the callee sends a Join back before the caller's offer)."""
     started = time.perf_counter()
     caller = await create_peer(keys.token("bench", f"caller{n}"), grpc, force_relay=relay)
     try:
@@ -50,7 +60,7 @@ async def sdk_once(keys: ProjectKeys, grpc: str, callee: Peer, relay: bool, n: i
         session = await caller.connect("bench", callee.peer_id)
         channel = session.create_data_channel("bench")
         await channel.wait_open()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, session.impolite
     finally:
         await caller.close()
 
@@ -92,12 +102,14 @@ async def measure(
             await asyncio.sleep(CALLEE_SETTLE)
             try:
                 async with asyncio.timeout(TIMEOUT):
-                    sdk = await sdk_once(keys, grpc, callee, relay, n)
+                    sdk, caller_offered = await sdk_once(keys, grpc, callee, relay, n)
                     direct = await direct_once(callee.configuration)
             finally:
                 accept.cancel()
                 await callee.close()
             results.setdefault(sdk_label, []).append(sdk)
+            exchange = EXCHANGES[caller_offered]
+            results.setdefault(f"{sdk_label.split(',')[0]} ({exchange}), {mode}", []).append(sdk)
             results.setdefault(direct_label, []).append(direct)
     return results
 
@@ -124,17 +136,25 @@ def main() -> None:
         modes = {"host": [False], "relay": [True], "both": [False, True]}[args.mode]
         results = asyncio.run(measure(keys, server.grpc, args.runs, modes))
     lines = [
-        f"runs per row: {args.runs} (median, p90 in ms)",
-        "| what | median ms | p90 ms | vs lower bound |",
-        "|---|---:|---:|---:|",
+        "| what | runs | median ms | p90 ms | vs lower bound |",
+        "|---|---:|---:|---:|---:|",
     ]
     bounds = {k.split(", ")[-1]: statistics.median(v) for k, v in results.items() if "lower" in k}
-    for label, samples in results.items():
+    for label, samples in sorted(results.items(), key=lambda item: _row_order(item[0])):
         median = statistics.median(samples)
-        p90 = statistics.quantiles(samples, n=10)[-1]
+        p90 = statistics.quantiles(samples, n=10)[-1] if len(samples) > 1 else samples[0]
         ratio = median / bounds[label.split(", ")[-1]]
-        lines.append(f"| {label} | {median * 1000:.1f} | {p90 * 1000:.1f} | {ratio:.0%} |")
+        lines.append(
+            f"| {label} | {len(samples)} | {median * 1000:.1f} | {p90 * 1000:.1f} | {ratio:.0%} |"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _row_order(label: str) -> tuple[str, int, str]:
+    # By mode; in each: all SDK runs, the SDK runs of each exchange, then the lower bound.
+    what, _, mode = label.rpartition(", ")
+    rank = 2 if what.startswith("lower") else (1 if "(" in what else 0)
+    return mode, rank, what
 
 
 if __name__ == "__main__":

@@ -46,6 +46,26 @@ async def test_a_spare_is_gathered_ahead_and_replaced_after_it_is_taken(
         await pool.close()
 
 
+async def test_takes_that_find_no_spare_do_not_put_the_refill_off(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    pool = ConnectionPool(1, loopback_ice)
+    pool.start()
+    taken: list[PreparedConnection] = []
+    try:
+        first = pool.take()
+        assert first is not None
+        taken.append(first)
+        async with asyncio.timeout(TIMEOUT):
+            while (spare := pool.take()) is None:  # noqa: ASYNC110 - a take every 10 ms
+                await asyncio.sleep(0.01)
+        taken.append(spare)
+    finally:
+        for conn in taken:
+            await conn.close()
+        await pool.close()
+
+
 async def test_spares_are_replaced_when_stale_or_reconfigured_and_closed_with_the_pool(
     loopback_ice: RTCConfiguration, stun_server: StunResponder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

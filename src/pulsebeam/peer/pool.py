@@ -5,8 +5,9 @@ whose ICE candidates (host, STUN, a TURN allocation) are gathered before any ses
 one, so a session that starts, above all one started by another peer's ``Join``, sends its
 first description without waiting for gathering. A spare is replaced when it is taken (a
 moment later, not during the new session's first exchange), when the ICE servers change (new TURN
-credentials) and when it is ``SPARE_MAX_AGE`` old, since its TURN allocation or host addresses
-may have gone stale by then.
+credentials) and when it is ``SPARE_MAX_AGE`` old (a TURN allocation's default lifetime), since
+its TURN allocation or host addresses may have gone stale by then. Each spare with TURN is an
+allocation in the project's usage: an idle peer makes one each time its spare is replaced.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pulsebeam.peer.prepared import PreparedConnection
 __all__ = ["MAX_POOL_SIZE", "ConnectionPool"]
 
 MAX_POOL_SIZE = 4
-SPARE_MAX_AGE = 60.0
+SPARE_MAX_AGE = 600.0
 # After a spare is taken, the next one gathers this much later: after the new session's
 # descriptions, whose round trips its own gathering would otherwise slow down.
 REFILL_DELAY = 0.05
@@ -57,11 +58,11 @@ class ConnectionPool:
         if self._task is None:
             return None
         now = asyncio.get_running_loop().time()
-        self._refill_at = now + REFILL_DELAY
         self._wake.set()
         while self._spares:
             spare = self._spares.pop(0)
             if now - spare.made_at < SPARE_MAX_AGE:
+                self._refill_at = now + REFILL_DELAY
                 return spare.conn
             self._retire(spare.conn)
         return None

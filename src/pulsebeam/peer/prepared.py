@@ -22,8 +22,11 @@ logger = logging.getLogger(__name__)
 INTERNAL_LABEL = "__internal"
 # Closing deletes TURN allocations; with the TURN server gone each deletion would retry ~40 s.
 PC_CLOSE_TIMEOUT = 3.0
-# Gathering takes milliseconds when the STUN/TURN servers answer; this bounds a close when not.
+# Gathering takes milliseconds when the STUN/TURN servers answer, and ends within aioice's own
+# 5 s limit when not: a close waits this long for it, then goes on in the background.
 GATHERING_GRACE = 1.0
+# Closings that outlived their close() call (see PreparedConnection.close).
+_closings: set[asyncio.Task[None]] = set()
 
 
 class PreparedConnection:
@@ -40,6 +43,7 @@ class PreparedConnection:
         ] or [self.pc.createDataChannel(INTERNAL_LABEL)]
         self._gathering = asyncio.create_task(self._gather(), name="ICE gathering")
         self._gathering.add_done_callback(_log_failure)
+        self._closing: asyncio.Task[None] | None = None
 
     async def _gather(self) -> None:
         sctp = self.pc.sctp
@@ -53,16 +57,27 @@ class PreparedConnection:
 
     async def ready(self) -> None:
         """Wait until the candidates are gathered (raises what gathering raised)."""
-        await self._gathering
+        # Shielded: a waiter cancelled (a session closing) must not cancel gathering (close()).
+        await asyncio.shield(self._gathering)
 
     async def close(self) -> None:
-        """Close the connection, waiting at most ``PC_CLOSE_TIMEOUT`` for the TURN server.
+        """Close the connection once gathering has ended, waiting at most ``GATHERING_GRACE``
+        for that and ``PC_CLOSE_TIMEOUT`` for the TURN server; later, it closes in the background.
 
-        Gathering is let finish first, for up to ``GATHERING_GRACE``: cancelled midway, aioice
-        leaves its STUN requests running, and they fail noisily on the closed sockets.
+        Gathering is never cancelled: aioice would leave its STUN and TURN requests running on
+        their own, and an allocation that one of them completes after the close would live on,
+        refreshed, for as long as the process.
         """
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close_after_gathering(), name="closing")
+            _closings.add(self._closing)
+            self._closing.add_done_callback(_closings.discard)
         await asyncio.wait([self._gathering], timeout=GATHERING_GRACE)
-        self._gathering.cancel()
+        if self._gathering.done():
+            await asyncio.shield(self._closing)
+
+    async def _close_after_gathering(self) -> None:
+        await asyncio.wait([self._gathering])
         try:
             async with asyncio.timeout(PC_CLOSE_TIMEOUT):
                 await self.pc.close()
