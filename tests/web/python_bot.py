@@ -5,7 +5,10 @@ hello on it, and answers each message that arrives on the other side's ``chat`` 
 ``echo: <message>``. It prints one line per event (``SESSION``, ``OPEN``, ``GOT``, ``PATH``) so
 the test can follow it, and exits after ``--lifetime`` seconds or when stdin closes. With
 ``--break-on TEXT`` it cuts its ICE path after echoing TEXT and reports ``BROKE`` and each
-``STATE`` of the session that follows (with its generation).
+``STATE`` of the session that follows (with its generation). With ``--mute-on TEXT`` it instead
+stops taking anything from its ICE path after echoing TEXT, without noticing for long (its
+consent checks tolerate any number of misses), so that the other side's ICE fails first and
+that side restarts; it reports ``MUTED`` and each ``STATE``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+import aioice.ice
 from aiortc import RTCIceServer
 
 from pulsebeam.peer import DataChannel, Session, create_peer
@@ -26,15 +32,18 @@ def say(*parts: object) -> None:
     sys.stdout.flush()
 
 
-async def echo(channel: DataChannel, session: Session, break_on: str | None) -> None:
+Fault = Callable[[Session], Coroutine[Any, Any, None]]
+
+
+async def echo(channel: DataChannel, session: Session, trigger: str | None, fault: Fault) -> None:
     reporter: asyncio.Task[None] | None = None
     async for message in channel:
         text = message if isinstance(message, str) else message.decode()
         say("GOT", text)
         channel.send(f"echo: {text}")
-        if text == break_on and reporter is None:
+        if text == trigger and reporter is None:
             await asyncio.sleep(0.2)  # let the echo leave first
-            reporter = asyncio.create_task(break_path(session))
+            reporter = asyncio.create_task(fault(session))
 
 
 async def break_path(session: Session) -> None:
@@ -43,11 +52,29 @@ async def break_path(session: Session) -> None:
     assert sctp is not None
     await sctp.transport.transport._connection.close()
     say("BROKE", session.other.peer_id)
+    await report_states(session)
+
+
+async def mute_path(session: Session) -> None:
+    """Drop whatever arrives on the ICE path, and never give up on consent: only the other
+    side sees its path fail."""
+    sctp = session.pc.sctp
+    assert sctp is not None
+    aioice.ice.CONSENT_FAILURES = 10**6
+    for protocol in sctp.transport.transport._connection._protocols:
+        protocol.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+    say("MUTED", session.other.peer_id)
+    await report_states(session)
+
+
+async def report_states(session: Session) -> None:
     async for state in session.connection_states():
         say("STATE", state, session.generation)
 
 
-async def serve_session(session: Session, break_on: str | None = None) -> None:
+async def serve_session(
+    session: Session, trigger: str | None = None, fault: Fault = break_path
+) -> None:
     say("SESSION", session.other.peer_id)
     mine = session.create_data_channel("chat")
     tasks: list[asyncio.Task[None]] = []
@@ -60,7 +87,7 @@ async def serve_session(session: Session, break_on: str | None = None) -> None:
         mine.send("hello from python")
         async for channel in session.data_channels():
             if channel.label == "chat":
-                tasks.append(asyncio.create_task(echo(channel, session, break_on)))
+                tasks.append(asyncio.create_task(echo(channel, session, trigger, fault)))
     finally:
         for task in tasks:
             task.cancel()
@@ -77,8 +104,11 @@ async def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--ice-servers", default="[]", help="extra ICE servers as JSON")
     parser.add_argument("--lifetime", type=float, default=90.0)
-    parser.add_argument("--break-on", help="cut the ICE path after echoing this message")
+    faults = parser.add_mutually_exclusive_group()
+    faults.add_argument("--break-on", help="cut the ICE path after echoing this message")
+    faults.add_argument("--mute-on", help="stop taking from the ICE path after this message")
     args = parser.parse_args()
+    trigger, fault = (args.mute_on, mute_path) if args.mute_on else (args.break_on, break_path)
     extra = [RTCIceServer(**server) for server in json.loads(args.ice_servers)]
     peer = await create_peer(args.token, args.base_url, force_relay=True, ice_servers=extra)
     tasks: list[asyncio.Task[None]] = []
@@ -89,7 +119,7 @@ async def main() -> None:
 
         async def accept() -> None:
             async for session in peer.sessions():
-                tasks.append(asyncio.create_task(serve_session(session, args.break_on)))
+                tasks.append(asyncio.create_task(serve_session(session, trigger, fault)))
 
         tasks.append(asyncio.create_task(accept()))
         with contextlib.suppress(TimeoutError):
