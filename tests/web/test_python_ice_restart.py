@@ -7,7 +7,7 @@ The Python peer (tests/web/python_bot.py) relays through our TURN. Once it has e
   the higher generation's offer on its existing connection (new ICE credentials, a new DTLS
   handshake, a new SCTP association) and the chat goes on over the same channels;
 - or it stops taking anything from its path without noticing, so the browser's ICE fails first
-  (Chromium gives up after ~30 s without consent) and the browser SDK restarts ICE on its
+  (Chromium gave up ~16 s after the mute here) and the browser SDK restarts ICE on its
   connection under generation 1; the Python peer answers that offer on a new connection (aiortc
   cannot take new ICE credentials on a live one), with a new DTLS fingerprint that the browser
   takes in the answer, and the chat goes on.
