@@ -12,14 +12,18 @@ measures, for host candidates (restricted to 127.0.0.1) and relay-only:
   same TURN credentials), offer and answer handed over as Python objects, no signaling at all.
 
 Both run in this one process on the same event loop; rows are interleaved run by run, and each
-row is the median of ``--runs`` runs. Each run has a new callee, whose random ``conn_id`` decides
-which side is polite; the SDK's runs are also shown split by the first exchange that this gave.
+row is the median of ``--runs`` runs. ``--pin`` runs the server on the last CPU and this process
+on the others (Linux), as a server on another machine would be: unpinned, the kernel often wakes
+the server on this process's CPU when a request reaches it, and its work then delays the SDK.
+Each run has a new callee, whose random ``conn_id`` decides which side is polite; the SDK's runs
+are also shown split by the first exchange that this gave.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -53,8 +57,9 @@ async def sdk_once(
 ) -> tuple[float, bool]:
     """Seconds from the caller's create_peer to its open data channel, and whether the caller
     was the impolite side (then the callee sends a Join back before the caller's offer)."""
+    token = keys.token("bench", f"caller{n}")  # the application's back end mints it before
     started = time.perf_counter()
-    caller = await create_peer(keys.token("bench", f"caller{n}"), grpc, force_relay=relay)
+    caller = await create_peer(token, grpc, force_relay=relay)
     try:
         caller.start()
         session = await caller.connect("bench", callee.peer_id)
@@ -124,7 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--mode", choices=["host", "relay", "both"], default="both")
+    parser.add_argument("--pin", action="store_true", help="server on its own CPU (Linux)")
     args = parser.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if args.pin and len(cpus) < 2:
+        parser.error("--pin needs at least two CPUs")
     restrict_host_addresses(["127.0.0.1"])
     with (
         tempfile.TemporaryDirectory(prefix="pulsebeam-bench-") as tmp,
@@ -133,6 +144,8 @@ def main() -> None:
         ) as server,
     ):
         keys = create_project(server)
+        if args.pin:
+            _pin(server.process.pid, {cpus[-1]}, set(cpus[:-1]))
         modes = {"host": [False], "relay": [True], "both": [False, True]}[args.mode]
         results = asyncio.run(measure(keys, server.grpc, args.runs, modes))
     lines = [
@@ -148,6 +161,12 @@ def main() -> None:
             f"| {label} | {len(samples)} | {median * 1000:.1f} | {p90 * 1000:.1f} | {ratio:.0%} |"
         )
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _pin(server_pid: int, server_cpus: set[int], own_cpus: set[int]) -> None:
+    for thread in Path(f"/proc/{server_pid}/task").iterdir():
+        os.sched_setaffinity(int(thread.name), server_cpus)
+    os.sched_setaffinity(0, own_cpus)
 
 
 def _row_order(label: str) -> tuple[str, int, str]:

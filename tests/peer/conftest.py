@@ -81,6 +81,7 @@ class StunResponder(asyncio.DatagramProtocol):
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.requests = 0
+        self.answered_at: list[float] = []  # loop times
         self.transport: asyncio.DatagramTransport | None = None
 
     @property
@@ -104,6 +105,7 @@ class StunResponder(asyncio.DatagramProtocol):
 
     def _answer(self, response: bytes, addr: tuple[str, int]) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.answered_at.append(asyncio.get_running_loop().time())
             self.transport.sendto(response, addr)
 
 

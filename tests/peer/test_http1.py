@@ -88,3 +88,91 @@ async def test_a_server_that_hangs_up_is_a_transport_error(
         await client.aclose()
     with pytest.raises(ValueError, match="must be http:// or https://"):
         Http1Client("ws://127.0.0.1/grpc")
+
+
+async def test_a_chunked_stream_arrives_chunk_by_chunk_after_an_informational_response(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]],
+) -> None:
+    release = asyncio.Event()
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Kind: stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"3\r\none\r\n")
+        await writer.drain()
+        await release.wait()  # the first chunk is read before the rest is sent
+        writer.write(b"3\r\ntwo\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    client = Http1Client(await serve(stream))
+    try:
+        async with (
+            asyncio.timeout(10),
+            client.stream("/Recv", {}, b"", head_timeout=5) as response,
+        ):
+            assert (response.status, response.headers["x-kind"]) == (200, "stream")
+            chunks = []
+            async for chunk in response.chunks(idle_timeout=5):
+                chunks.append(chunk)
+                release.set()
+    finally:
+        await client.aclose()
+    assert chunks == [b"one", b"two"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n\r\n", None),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed HTTP response"),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab", "closed the connection"),
+    ],
+    ids=["a second response nobody asked for", "a garbled status line", "a short body"],
+)
+async def test_a_misbehaving_server_never_leaves_a_usable_connection(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]], answer: bytes, error: str | None
+) -> None:
+    connections = 0
+
+    async def misbehave(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    client = Http1Client(await serve(misbehave))
+    try:
+        async with asyncio.timeout(10):
+            if error is None:
+                assert (await client.post("/Echo", {}, b"x")).body == b"x"
+                assert (await client.post("/Echo", {}, b"x")).status == 200
+            else:
+                with pytest.raises(TransportError, match=error):
+                    await client.post("/Echo", {}, b"x")
+    finally:
+        await client.aclose()
+    assert connections == (2 if error is None else 1)  # the tainted connection was not reused
+
+
+async def test_header_values_that_would_inject_headers_are_refused(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]],
+) -> None:
+    requests = 0
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        writer.close()
+
+    client = Http1Client(await serve(count))
+    try:
+        with pytest.raises(TransportError, match="non-printable header"):
+            async with asyncio.timeout(10):
+                await client.post("/Echo", {"authorization": "Bearer x\r\nx-evil: 1"}, b"")
+    finally:
+        await client.aclose()
+    assert requests <= 1  # a connection may have opened; nothing was sent on it

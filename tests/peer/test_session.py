@@ -19,6 +19,7 @@ from pulsebeam.peer.identity import PeerInfo
 from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
 from pulsebeam.proto import (
+    SDP_KIND_ANSWER,
     SDP_KIND_OFFER,
     ICECandidateBatch,
     Message,
@@ -41,6 +42,7 @@ class Wire:
         self.copies = copies
         self.remote: Session | None = None
         self.sent: list[Message] = []
+        self.sent_at: list[float] = []  # loop times
         self.closed: list[Session] = []
 
     @property
@@ -49,6 +51,7 @@ class Wire:
 
     async def send_message(self, message: Message, *, bye: bool = False) -> None:
         self.sent.append(message)
+        self.sent_at.append(asyncio.get_running_loop().time())
         assert self.remote is not None
         for _ in range(self.copies):
             copy = Message()
@@ -125,10 +128,41 @@ async def test_an_offer_made_while_gathering_goes_at_once_and_its_candidates_fol
         assert candidates[-len(ends) :] == ends
         assert [(e.sdp_mid, e.sdp_m_line_index) for e in ends] == [("0", 0)]
         assert [c for c in candidates if c.candidate.endswith("typ host")]
-        # Alice's answer waited for her own gathering, so it carries her candidates.
+        # Alice's answer to an offer without candidates waited for her own gathering (going
+        # early would gain nothing), so it carries her candidates.
         answer = next(m.payload.signal.sdp for m in wire_a.sent if m.payload.signal.HasField("sdp"))
         assert "a=candidate:" in answer.sdp
         assert "a=end-of-candidates" in answer.sdp
+    finally:
+        await close_all(a, b)
+
+
+async def test_an_answer_to_an_offer_with_candidates_goes_while_gathering(
+    loopback_ice: RTCConfiguration, stun_server: StunResponder
+) -> None:
+    # Bob offers from a gathered connection; Alice's STUN server answers after 0.3 s.
+    stun_server.delay = 0.3
+    gathered = PreparedConnection(loopback_ice)
+    await gathered.ready()
+    a, b, wire_a, _ = pair(RTCConfiguration([RTCIceServer(stun_server.url)]), bobs=gathered)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+        assert a.path == "direct"
+        (answer, answered_at), (batch, batch_at) = [
+            (m.payload.signal, at)
+            for m, at in zip(wire_a.sent, wire_a.sent_at, strict=True)
+            if m.payload.HasField("signal")
+        ]
+        # The answer left before Alice's gathering could end (aioice reveals no candidate
+        # before then); her ICE waited for it, checking Bob's candidates from the offer.
+        assert answer.sdp.kind == SDP_KIND_ANSWER
+        assert answered_at < stun_server.answered_at[0] <= batch_at
+        assert "a=candidate:" not in answer.sdp.sdp
+        candidates = list(batch.ice_candidate_batch.candidates)
+        assert [c for c in candidates if c.candidate.endswith("typ host")]
+        assert candidates[-1].candidate == ""  # the end mark
     finally:
         await close_all(a, b)
 

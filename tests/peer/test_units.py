@@ -27,6 +27,7 @@ from pulsebeam.peer.candidates import (
 from pulsebeam.peer.errors import SignalingError, is_fatal, status_error
 from pulsebeam.peer.events import EventStream
 from pulsebeam.peer.identity import PeerInfo, TokenIdentity, is_impolite
+from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.reliable import SeqnumWindow
 from pulsebeam.peer.restart import (
     FIRST_RESTART_DELAY,
@@ -236,3 +237,28 @@ def test_restart_policy_paces_and_gives_up() -> None:
     now[0] += ICE_RESTART_DEBOUNCE
     assert impolite.delay(first_of_failure=False) == 0.0
     assert impolite.total == MAX_ICE_RESTARTS
+
+
+def _offer(*sections: tuple[str, str], bundle: str | None) -> str:
+    lines = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0"]
+    if bundle is not None:
+        lines.append(f"a=group:BUNDLE {bundle}")
+    for kind, mid in sections:
+        lines += [f"m={kind} 9 UDP/DTLS/SCTP webrtc-datachannel", f"a=mid:{mid}"]
+    return "\r\n".join(lines) + "\r\n"
+
+
+@pytest.mark.parametrize(
+    ("sections", "bundle", "keeps"),
+    [
+        ((("application", "0"),), "0", True),  # the data channel alone (the SDK's first offer)
+        ((("application", "0"), ("audio", "1")), "0 1", True),  # media added later
+        ((("audio", "0"), ("application", "1")), "0 1", False),  # media first: it leads
+        ((("audio", "0"), ("application", "1")), None, True),  # no BUNDLE: its own transport
+        ((("audio", "0"),), "0", False),  # no data channel at all
+    ],
+)
+def test_an_offer_keeps_the_gathering_transport_unless_another_m_line_leads_its_bundle(
+    sections: tuple[tuple[str, str], ...], bundle: str | None, keeps: bool
+) -> None:
+    assert PreparedConnection.keeps_transport(_offer(*sections, bundle=bundle)) is keeps

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aioice.stun
 import pytest
 from aiortc import (
     RTCConfiguration,
@@ -17,6 +18,7 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+import pulsebeam.peer.aiortc_compat  # noqa: F401 - its aioice fixes, as importing the SDK does
 from pulsebeam.turn.credentials import IceServerProvider
 from pulsebeam.turn.server import TurnServer
 from tests.turn.conftest import KID, PROJECT, SECRET, ServerFactory
@@ -114,6 +116,33 @@ async def test_aiortc_session_outlives_its_turn_credential(make_server: ServerFa
         assert list(server.manager.allocations.values()) == allocations
         for allocation in allocations:
             assert allocation.expires_at > allocation.created_at + 5  # refreshed past 3 s
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_a_check_lost_for_want_of_a_permission_is_sent_again_at_once(
+    turn: TurnServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callee starts its checks first; the caller's allocation has no permission for them
+    yet and drops them. The peer SDK's aioice fix (pulsebeam.peer.aiortc_compat) makes the
+    caller's own check, when it arrives, bring a new check from the callee at once; with
+    retransmissions pushed out of reach (30 s), the pair connects only through that."""
+    monkeypatch.setattr(aioice.stun, "RETRY_RTO", 30.0)
+    caller = RTCPeerConnection(_configuration(turn, "udp"))
+    callee = RTCPeerConnection(_configuration(turn, "udp"))
+    try:
+        opened = asyncio.Event()
+        channel = caller.createDataChannel("chat")
+        channel.on("open", opened.set)
+        await caller.setLocalDescription(await caller.createOffer())
+        await callee.setRemoteDescription(caller.localDescription)
+        await callee.setLocalDescription(await callee.createAnswer())
+        # The callee's checks go out now and are lost; the caller starts only later.
+        await asyncio.sleep(0.3)
+        assert callee.iceConnectionState == "checking"
+        await caller.setRemoteDescription(callee.localDescription)
+        await asyncio.wait_for(opened.wait(), 10)
     finally:
         await caller.close()
         await callee.close()

@@ -1,16 +1,19 @@
-"""A lean HTTP/1.1 client for the signaling calls: h11 over asyncio streams, with keep-alive.
+"""A lean HTTP/1.1 client for the signaling calls: an asyncio protocol with keep-alive.
 
 Why not httpx: measured on loopback (bench/RESULTS.md, "Peer connection setup"), an httpx
 request cost ~0.7-1 ms of client CPU against ~0.1 ms for the server to answer ``Prepare``, and
-connection setup is a chain of such calls. h11 (the sans-I/O HTTP/1.1 library under httpx and
-uvicorn) does the protocol; this module only moves bytes: one pool of idle keep-alive
-connections (a streaming response takes one too, and closes it at its end). No proxies, no
-redirects, no cookies (none are wanted: tokens and SDPs go to the signaling server only).
+connection setup is a chain of such calls. Responses are parsed by httptools (llhttp, the
+parser under uvicorn), which costs ~2 µs where h11 cost ~45 µs per exchange; a request is one
+``POST`` with a few headers, written whole in one ``write``. This module moves the bytes: one
+pool of idle keep-alive connections (a streaming response takes one too, and closes it at its
+end). No proxies, no redirects, no cookies (none are wanted: tokens and SDPs go to the
+signaling server only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import ssl
@@ -18,12 +21,13 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import h11
+import httptools
 
 __all__ = ["Http1Client", "HttpResponse", "HttpStream", "TransportError"]
 
-_READ_SIZE = 65536
 _MAX_IDLE = 8  # idle keep-alive connections kept per client
+# A response body buffered beyond this pauses reading until the consumer catches up.
+_MAX_BUFFERED = 1 << 20
 
 
 class TransportError(Exception):
@@ -37,63 +41,142 @@ class HttpResponse:
     body: bytes = b""
 
 
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.http = h11.Connection(h11.CLIENT)
-        self.received_any = False
+class _Connection(asyncio.Protocol):
+    """One connection, one exchange at a time: ``send``, ``response_head``, ``body_chunks``."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._lost: TransportError | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._head: asyncio.Future[HttpResponse] | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._complete = False
+        self._keep_alive = False
+        self._stray = False  # bytes after the response: the connection cannot be trusted
+        self.received_any = False  # of this exchange's response
+
+    # ------------------------------------------------------------ the pool's view
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self._lost is None and self._transport is not None and not self._transport.is_closing()
+        )
 
     @property
     def reusable(self) -> bool:
-        return (
-            self.http.our_state is h11.DONE
-            and self.http.their_state is h11.DONE
-            and not self.writer.is_closing()
-        )
+        return self.alive and self._complete and self._keep_alive and not self._stray
 
     def send(self, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.received_any = False  # of this exchange's response
+        if self._lost is not None or self._transport is None:
+            raise self._lost or TransportError("not connected")
+        self._parser = httptools.HttpResponseParser(self)
+        self._status, self._headers = 0, {}
+        self._head = asyncio.get_running_loop().create_future()
+        self._chunks.clear()
+        self._buffered = 0
+        self._complete = self._keep_alive = self.received_any = False
+        lines = [f"POST {_checked(target.replace(' ', '%20'))} HTTP/1.1"]
+        lines += [f"{name}: {_checked(value)}" for name, value in headers]
         # Head and body in one write: one segment on the wire for a small request.
-        self.writer.write(
-            self.http.send(h11.Request(method="POST", target=target, headers=headers))
-            + self.http.send(h11.Data(data=body))
-            + self.http.send(h11.EndOfMessage())
-        )
-
-    async def next_event(self) -> h11.Event:
-        while True:
-            event = self.http.next_event()
-            if isinstance(event, h11.Event):
-                return event
-            if event is h11.PAUSED:  # only after a complete exchange; never read past one
-                raise TransportError("the server sent more than one response")
-            data = await self.reader.read(_READ_SIZE)
-            if data:
-                self.received_any = True
-            self.http.receive_data(data)  # b"" means end of stream: h11 decides if that is ok
+        self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     async def response_head(self) -> HttpResponse:
-        event = await self.next_event()
-        while isinstance(event, h11.InformationalResponse):
-            event = await self.next_event()
-        if not isinstance(event, h11.Response):
-            raise TransportError(f"unexpected HTTP event {type(event).__name__}")
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
-        return HttpResponse(event.status_code, headers)
+        assert self._head is not None, "send() first"
+        return await self._head
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         while True:
-            event = await self.next_event()
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._buffered < _MAX_BUFFERED // 2 and self._transport is not None:
+                    self._transport.resume_reading()  # a no-op unless paused
+                yield chunk
+            elif self._complete:
                 return
+            elif self._lost is not None:
+                raise self._lost
             else:
-                raise TransportError(f"unexpected HTTP event {type(event).__name__}")
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
 
     def close(self) -> None:
-        self.writer.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._parser is None or self._complete:
+            self._stray = True  # never asked for: no pipelining here
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(TransportError(f"malformed HTTP response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        detail = str(exc) if exc is not None and str(exc) else "the server closed the connection"
+        self._fail(TransportError(detail))
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._status = self._parser.get_status_code()
+        if self._status >= 200 and self._head is not None and not self._head.done():
+            self._head.set_result(HttpResponse(self._status, self._headers))
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _MAX_BUFFERED and self._transport is not None:
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None
+        if self._status < 200:  # an informational response (100 Continue): the real one follows
+            self._headers = {}
+            return
+        self._complete = True
+        self._keep_alive = self._parser.should_keep_alive()
+        self._wake_reader()
+
+    # ------------------------------------------------------------ internals
+
+    def _fail(self, error: TransportError) -> None:
+        if self._lost is None:
+            self._lost = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+
+def _checked(text: str) -> str:
+    """A request line part or header value as it may go on the wire (no header injection)."""
+    if not (text.isascii() and text.isprintable()):
+        raise TransportError(f"refusing to send a non-printable header: {text[:40]!r}")
+    return text
 
 
 class HttpStream:
@@ -115,15 +198,10 @@ class HttpStream:
                 return
             except TimeoutError:
                 raise TransportError(f"no data for {idle_timeout:g} s") from None
-            except (OSError, h11.ProtocolError) as exc:
-                raise _transport_error(exc) from exc
             yield chunk
 
     async def read(self) -> bytes:
-        try:
-            return b"".join([chunk async for chunk in self._connection.body_chunks()])
-        except (OSError, h11.ProtocolError) as exc:
-            raise _transport_error(exc) from exc
+        return b"".join([chunk async for chunk in self._connection.body_chunks()])
 
 
 class Http1Client:
@@ -173,9 +251,9 @@ class Http1Client:
         connection, head = await self._request(path, headers, body)
         try:
             content = b"".join([chunk async for chunk in connection.body_chunks()])
-        except (OSError, h11.ProtocolError, TransportError) as exc:
+        except TransportError:
             self._discard(connection)
-            raise _transport_error(exc) from exc
+            raise
         except BaseException:
             self._discard(connection)  # cancelled mid-exchange: the connection is unusable
             raise
@@ -212,11 +290,11 @@ class Http1Client:
             try:
                 connection.send(self.path_prefix + path, fields, body)
                 return connection, await connection.response_head()
-            except (OSError, h11.ProtocolError, TransportError) as exc:
+            except TransportError:
                 self._discard(connection)
                 if reused and not connection.received_any:
                     continue
-                raise _transport_error(exc) from exc
+                raise
             except BaseException:
                 self._discard(connection)
                 raise
@@ -224,7 +302,7 @@ class Http1Client:
     async def _acquire(self) -> tuple[_Connection, bool]:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.writer.is_closing() and not connection.reader.at_eof():
+            if connection.alive:
                 self._busy.add(connection)
                 return connection, True
             connection.close()
@@ -236,7 +314,8 @@ class Http1Client:
         if self._closed:
             raise TransportError("the client is closed")
         try:
-            reader, writer = await asyncio.open_connection(
+            _, connection = await asyncio.get_running_loop().create_connection(
+                _Connection,
                 self._host,
                 self._port,
                 ssl=_tls_context() if self._tls else None,
@@ -244,12 +323,11 @@ class Http1Client:
             )
         except (OSError, ssl.SSLError) as exc:
             raise _transport_error(exc) from exc
-        return _Connection(reader, writer)
+        return connection
 
     def _release(self, connection: _Connection) -> None:
         self._busy.discard(connection)
         if connection.reusable and not self._closed and len(self._idle) < _MAX_IDLE:
-            connection.http.start_next_cycle()
             self._idle.append(connection)
         else:
             connection.close()

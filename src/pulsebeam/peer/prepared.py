@@ -6,6 +6,9 @@ it run while signaling messages are still in flight: ``Peer.connect`` prepares o
 ``Join`` round trips, and a session created by an incoming message gathers while it waits for
 the offer. ``setLocalDescription`` must wait for :meth:`PreparedConnection.ready`, because
 aiortc skips gathering that has already started instead of waiting for it.
+``setRemoteDescription`` need not, when the remote description keeps the transport that is
+gathering (:meth:`PreparedConnection.keeps_transport`): aiortc starts ICE only on a transport
+with local candidates, and aioice reveals them all when gathering ends.
 """
 
 from __future__ import annotations
@@ -49,6 +52,23 @@ class PreparedConnection:
         sctp = self.pc.sctp
         assert sctp is not None  # created by createDataChannel
         await sctp.transport.transport.iceGatherer.gather()
+
+    @staticmethod
+    def keeps_transport(sdp: str) -> bool:
+        """Whether applying the remote ``sdp`` keeps the data channel's ICE transport, the one
+        gathering: aiortc stops and replaces it when a BUNDLE group names another m-line first,
+        and a transport stopped while gathering leaves aioice's requests running on their own."""
+        bundle: list[str] = []
+        data_mid: str | None = None
+        in_data = False
+        for line in sdp.splitlines():
+            if line.startswith("a=group:BUNDLE"):
+                bundle = line.split()[1:]
+            elif line.startswith("m="):
+                in_data = line.startswith("m=application")
+            elif in_data and data_mid is None and line.startswith("a=mid:"):
+                data_mid = line[len("a=mid:") :]
+        return data_mid is not None and (not bundle or bundle[0] == data_mid)
 
     @property
     def gathered(self) -> bool:

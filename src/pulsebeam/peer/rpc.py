@@ -1,7 +1,7 @@
 """A minimal gRPC-Web client (binary protobuf over HTTP/1.1) for the Signaling service.
 
 No maintained Python gRPC-Web client library exists (grpcio speaks HTTP/2 gRPC, not gRPC-Web),
-so this is a thin layer over :mod:`pulsebeam.peer.http1` (h11) and the shared frame codec.
+so this is a thin layer over :mod:`pulsebeam.peer.http1` and the shared frame codec.
 It sends what the official
 browser SDK sends: ``Authorization: Bearer``, ``content-type: application/grpc-web+proto``,
 ``x-grpc-web: 1`` and a ``grpc-timeout``. Every failure becomes a typed error

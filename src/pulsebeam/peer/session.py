@@ -396,21 +396,19 @@ class Session:
             await self._shutdown(f"signaling failed: {exc}", send_bye=False)
 
     async def _describe(self, description: RTCSessionDescription) -> None:
-        """Send ``description`` and make it the local one.
+        """Send ``description``, then make it the local one (aiortc takes ~0.5 ms to apply it,
+        which the other side spends working on it instead).
 
-        An offer made while the connection is still gathering goes at once, without
-        candidates (what a browser does), and they follow in one batch, with an
-        end-of-candidates mark, the moment gathering ends: the other side works on the offer
-        meanwhile. aiortc must not apply it before then (its ICE cannot start without all
-        local candidates). An answer always waits for gathering and carries its candidates:
-        the offerer then starts its checks as soon as it has the answer, whereas aioice would
-        look at candidates trickled to both sides only at its next 20 ms check tick. A
-        description made after gathering carries every candidate; the batch then only repeats
-        them later for the browser SDK.
+        A description made while the connection is still gathering has no candidates (aioice
+        reveals them all at the end); they follow in one batch, with an end-of-candidates mark,
+        the moment gathering ends, and the other side works on the description meanwhile
+        (an offerer given an answer has started its ICE by then, and answers this side's first
+        checks at once). aiortc must not apply it before then (it skips gathering already
+        under way). A description made after gathering carries every candidate; the batch then
+        only repeats them later for the browser SDK.
         """
-        early = description.type == "offer" and not self._conn.gathered
-        if early:
-            self._send_sdp(description)
+        early = not self._conn.gathered
+        self._send_sdp(description)
         await self._conn.ready()
         await self._pc.setLocalDescription(description)
         # Let the ICE start that setLocalDescription scheduled run now: run during a
@@ -423,9 +421,7 @@ class Session:
         if early:
             batch = ICECandidateBatch(candidates=[*candidates, *end_of_candidates(final.sdp)])
             self._send_signal(Signal(ice_candidate_batch=batch))
-            return
-        self._send_sdp(final)
-        if candidates:
+        elif candidates:
             batch = ICECandidateBatch(candidates=candidates)
             self._spawn(self._flushes, self._flush_candidates(self._conn, self._generation, batch))
 
@@ -529,9 +525,8 @@ class Session:
                     await self._replace()  # a new connection's first offer: start afresh
                 else:
                     rollback_local_offer(self._pc)
-            # Not before gathering ends: a BUNDLE in the offer may discard the transport
-            # that is gathering, and its sockets would outlive it.
-            await self._conn.ready()
+            if not self._may_answer_while_gathering(sdp.sdp):
+                await self._conn.ready()
             await self._set_remote(RTCSessionDescription(sdp=sdp.sdp, type="offer"))
             mark_unoffered_inactive(self._pc)
             await self._describe(await self._pc.createAnswer())
@@ -546,6 +541,15 @@ class Session:
         self._negotiated = True
         if self._needs_offer():
             self._inbox.put_nowait(_Step.NEGOTIATE)
+
+    def _may_answer_while_gathering(self, offer: str) -> bool:
+        """Whether to answer ``offer`` before gathering ends (the answer then has no candidates:
+        aioice reveals none before the end). When the offer has candidates, this side's ICE
+        checks them the moment gathering ends, and the offerer, which has the answer by then,
+        answers with checks of its own: a signaling hop saved. To an offer without them there
+        is nothing to gain (the first check waits for this side's candidates either way) and
+        one message more. And only when the offer keeps the transport that gathers."""
+        return "a=candidate:" in offer and self._conn.keeps_transport(offer)
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         await self._pc.setRemoteDescription(description)
