@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from aioice import Candidate
+from aioice.candidate import candidate_priority
+from aioice.ice import CandidatePair, Connection
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
@@ -54,3 +57,64 @@ async def test_a_candidate_trickled_once_checks_run_is_checked_at_once(
     finally:
         await caller.close()
         await callee.close()
+
+
+class _Gate(asyncio.DatagramProtocol):
+    """A UDP hop between two agents, standing for a slow path (a relay): closed, then open."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.ends: tuple[tuple[str, int], tuple[str, int]] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.open and self.ends is not None and self.transport is not None:
+            first, second = self.ends
+            self.transport.sendto(data, second if addr == first else first)
+
+
+def _candidate(addr: tuple[str, int], priority: int, foundation: str) -> Candidate:
+    host, port = addr
+    return Candidate(foundation, 1, "udp", priority, host, port, "host")
+
+
+async def test_a_late_check_after_ice_completed_moves_nothing(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    """The controlling agent's check over the preferred (gated) path is still "in progress"
+    when ICE completes on the direct one; a late check from the other side over that path
+    must not send it again (it carries USE-CANDIDATE and would move both sides there)."""
+    loop = asyncio.get_running_loop()
+    gate_transport, gate = await loop.create_datagram_endpoint(_Gate, local_addr=("127.0.0.1", 0))
+    via_gate = gate_transport.get_extra_info("sockname")[:2]
+    a, b = Connection(ice_controlling=True), Connection(ice_controlling=False)
+    try:
+        await a.gather_candidates()
+        await b.gather_candidates()
+        a_addr, b_addr = ((c.local_candidates[0].host, c.local_candidates[0].port) for c in (a, b))
+        gate.ends = (a_addr, b_addr)
+        a.remote_username, a.remote_password = b.local_username, b.local_password
+        b.remote_username, b.remote_password = a.local_username, a.local_password
+        high = candidate_priority(1, "host")
+        for agent, direct in ((a, b_addr), (b, a_addr)):
+            await agent.add_remote_candidate(_candidate(via_gate, high, "gate"))
+            await agent.add_remote_candidate(_candidate(direct, high - 1000, "direct"))
+            await agent.add_remote_candidate(None)
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.gather(a.connect(), b.connect())
+        assert a._nominated[1].remote_addr == b_addr
+        gate.open = True
+        late = CandidatePair(b._protocols[0], _candidate(via_gate, high, "gate"))
+        request = b.build_request(late, nominate=False)
+        async with asyncio.timeout(TIMEOUT):
+            await late.protocol.request(request, via_gate, integrity_key=a.local_password.encode())
+        await asyncio.sleep(0.2)  # time for a check that should not be sent, and its answer
+        assert a._nominated[1].remote_addr == b_addr
+        assert b._nominated[1].remote_addr == a_addr
+    finally:
+        await a.close()
+        await b.close()
+        gate_transport.close()

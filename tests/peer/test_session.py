@@ -290,6 +290,32 @@ async def test_tracks_added_before_the_first_exchange(loopback_ice: RTCConfigura
         await close_all(a, b)
 
 
+async def test_a_description_whose_bundle_leads_with_media_is_followed_by_its_candidates(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    # Bob's track makes his offer lead with video: aiortc gathers on that m-line's transport
+    # inside setLocalDescription, so each side's description goes without candidates and a
+    # batch with the end marks follows (without them the other side's ICE could never fail).
+    a, b, wire_a, wire_b = pair(loopback_ice)
+    try:
+        b.add_track(VideoStreamTrack())
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+            await b.wait_connected()
+        for wire, other in ((wire_a, b), (wire_b, a)):
+            signals = [m.payload.signal for m in wire.sent if m.payload.HasField("signal")]
+            first, second = signals[:2]
+            assert first.sdp.sdp.index("m=video") < first.sdp.sdp.index("m=application")
+            assert "a=candidate:" not in first.sdp.sdp
+            marks = [c for c in second.ice_candidate_batch.candidates if not c.candidate]
+            assert [(m.sdp_mid, m.sdp_m_line_index) for m in marks] == [("0", 0), ("1", 1)]
+            sctp = other.pc.sctp
+            assert sctp is not None
+            assert sctp.transport.transport._connection._remote_candidates_end
+    finally:
+        await close_all(a, b)
+
+
 async def test_a_dead_transport_is_replaced_by_an_ice_restart(
     loopback_ice: RTCConfiguration,
 ) -> None:

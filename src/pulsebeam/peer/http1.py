@@ -28,6 +28,7 @@ __all__ = ["Http1Client", "HttpResponse", "HttpStream", "TransportError"]
 _MAX_IDLE = 8  # idle keep-alive connections kept per client
 # A response body buffered beyond this pauses reading until the consumer catches up.
 _MAX_BUFFERED = 1 << 20
+_MAX_HEAD = 64 * 1024  # a response head beyond this is refused (ours are a few hundred bytes)
 
 
 class TransportError(Exception):
@@ -50,7 +51,8 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._head: asyncio.Future[HttpResponse] | None = None
+        self._response: HttpResponse | None = None  # the head, once it has arrived
+        self._head_bytes = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._wake: asyncio.Future[None] | None = None
@@ -63,31 +65,31 @@ class _Connection(asyncio.Protocol):
 
     @property
     def alive(self) -> bool:
-        return (
-            self._lost is None and self._transport is not None and not self._transport.is_closing()
-        )
+        transport = self._transport
+        return self._lost is None and transport is not None and not transport.is_closing()
 
     @property
     def reusable(self) -> bool:
         return self.alive and self._complete and self._keep_alive and not self._stray
 
-    def send(self, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def send(self, request: bytes) -> None:
+        """Write a whole request (see :func:`_encode_request`) and expect its response."""
         if self._lost is not None or self._transport is None:
             raise self._lost or TransportError("not connected")
         self._parser = httptools.HttpResponseParser(self)
-        self._status, self._headers = 0, {}
-        self._head = asyncio.get_running_loop().create_future()
+        self._status, self._headers, self._response = 0, {}, None
+        self._head_bytes = 0
         self._chunks.clear()
         self._buffered = 0
         self._complete = self._keep_alive = self.received_any = False
-        lines = [f"POST {_checked(target.replace(' ', '%20'))} HTTP/1.1"]
-        lines += [f"{name}: {_checked(value)}" for name, value in headers]
-        # Head and body in one write: one segment on the wire for a small request.
-        self._transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self._transport.write(request)
 
     async def response_head(self) -> HttpResponse:
-        assert self._head is not None, "send() first"
-        return await self._head
+        while self._response is None:
+            if self._lost is not None:
+                raise self._lost
+            await self._next_event()
+        return self._response
 
     async def body_chunks(self) -> AsyncIterator[bytes]:
         while True:
@@ -102,8 +104,7 @@ class _Connection(asyncio.Protocol):
             elif self._lost is not None:
                 raise self._lost
             else:
-                self._wake = asyncio.get_running_loop().create_future()
-                await self._wake
+                await self._next_event()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -124,14 +125,28 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(TransportError(f"malformed HTTP response: {exc}"))
+            if not self._stray:  # (a second response after a complete one only taints)
+                self._fail(TransportError(f"malformed HTTP response: {exc}"))
             self.close()
+            return
+        if self._response is None and not self._complete:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD:
+                self._fail(TransportError(f"the response head is over {_MAX_HEAD} bytes"))
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._response is not None and not self._complete and self._ends_with_connection():
+            self._complete = True  # the end of the connection was the end of the body
         detail = str(exc) if exc is not None and str(exc) else "the server closed the connection"
         self._fail(TransportError(detail))
 
     # ------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            self._stray = True
+            raise TransportError("the server sent more than one response")  # stops the parser
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -139,8 +154,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         self._status = self._parser.get_status_code()
-        if self._status >= 200 and self._head is not None and not self._head.done():
-            self._head.set_result(HttpResponse(self._status, self._headers))
+        if self._status >= 200:
+            self._response = HttpResponse(self._status, self._headers)
+            self._wake_reader()
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -160,11 +176,22 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ internals
 
+    def _ends_with_connection(self) -> bool:
+        """A response whose body runs until the connection closes (no length, not chunked)."""
+        framing = self._headers.get("transfer-encoding", "").lower()
+        return (
+            "content-length" not in self._headers
+            and "chunked" not in framing
+            and self._status not in (204, 304)
+        )
+
+    async def _next_event(self) -> None:
+        self._wake = asyncio.get_running_loop().create_future()
+        await self._wake
+
     def _fail(self, error: TransportError) -> None:
         if self._lost is None:
             self._lost = error
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -172,11 +199,15 @@ class _Connection(asyncio.Protocol):
             self._wake.set_result(None)
 
 
-def _checked(text: str) -> str:
-    """A request line part or header value as it may go on the wire (no header injection)."""
-    if not (text.isascii() and text.isprintable()):
-        raise TransportError(f"refusing to send a non-printable header: {text[:40]!r}")
-    return text
+def _encode_request(target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """``POST target`` with ``headers`` and ``body``, head and body in one piece (one segment on
+    the wire for a small request). Raises ValueError for what would break the framing."""
+    lines = [f"POST {target.replace(' ', '%20')} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    for line in lines:
+        if not (line.isascii() and line.isprintable()):
+            raise ValueError(f"refusing to send a non-printable request line: {line[:60]!r}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
 
 class HttpStream:
@@ -284,11 +315,11 @@ class Http1Client:
         request is then sent once more on a new connection (harmless for signaling: Prepare and
         Recv are idempotent and the peer de-duplicates a repeated Send by its seqnum).
         """
-        fields = self._headers(headers, body)
+        request = _encode_request(self.path_prefix + path, self._headers(headers, body), body)
         while True:
             connection, reused = await self._acquire()
             try:
-                connection.send(self.path_prefix + path, fields, body)
+                connection.send(request)
                 return connection, await connection.response_head()
             except TransportError:
                 self._discard(connection)

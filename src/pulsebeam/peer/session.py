@@ -399,15 +399,17 @@ class Session:
         """Send ``description``, then make it the local one (aiortc takes ~0.5 ms to apply it,
         which the other side spends working on it instead).
 
-        A description made while the connection is still gathering has no candidates (aioice
-        reveals them all at the end); they follow in one batch, with an end-of-candidates mark,
-        the moment gathering ends, and the other side works on the description meanwhile
-        (an offerer given an answer has started its ICE by then, and answers this side's first
-        checks at once). aiortc must not apply it before then (it skips gathering already
-        under way). A description made after gathering carries every candidate; the batch then
-        only repeats them later for the browser SDK.
+        A description made while its transport is still gathering, or before it has (a BUNDLE
+        led by a media m-line has aiortc gather on that m-line's transport inside
+        ``setLocalDescription``), has no candidates (aioice reveals them all at the end); they
+        follow in one batch, with an end-of-candidates mark, the moment gathering ends, and the
+        other side works on the description meanwhile (an offerer given an answer has started
+        its ICE by then, and answers this side's first checks at once). aiortc must not apply
+        it before then (it skips gathering already under way). A description made after
+        gathering carries every candidate and the end mark; the batch then only repeats them
+        later for the browser SDK.
         """
-        early = not self._conn.gathered
+        early = "a=end-of-candidates" not in description.sdp
         self._send_sdp(description)
         await self._conn.ready()
         await self._pc.setLocalDescription(description)
