@@ -88,6 +88,9 @@ async def test_a_server_that_hangs_up_is_a_transport_error(
         await client.aclose()
     with pytest.raises(ValueError, match="must be http:// or https://"):
         Http1Client("ws://127.0.0.1/grpc")
+    for bad in ("http://127.0.0.1/gr\x7fpc", "http://127.0.0.1/grpc\u00e9", "http://127.0.0.1/a b"):
+        with pytest.raises(ValueError, match="printable ASCII"):
+            Http1Client(bad)
 
 
 async def test_a_chunked_stream_arrives_chunk_by_chunk_after_an_informational_response(
@@ -129,6 +132,11 @@ async def test_a_chunked_stream_arrives_chunk_by_chunk_after_an_informational_re
         (b"HTTP/1.1 2x0 OK\r\n\r\n", None, "malformed HTTP response"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab", None, "closed the connection"),
         (b"HTTP/1.1 200 OK\r\nx-big: " + b"y" * 70_000, None, "response head is over"),
+        (
+            b"HTTP/1.1 200 OK\r\nx-big: " + b"y" * 120_000 + b"\r\ncontent-length: 0\r\n\r\n",
+            None,
+            "response head is over",
+        ),
         (b"HTTP/1.0 503 Busy\r\ncontent-type: text/plain\r\n\r\ntry later", b"try later", None),
     ],
     ids=[
@@ -136,6 +144,7 @@ async def test_a_chunked_stream_arrives_chunk_by_chunk_after_an_informational_re
         "a garbled status line",
         "a short body",
         "an endless head",
+        "a head of 120 KB that ends",
         "a body that ends with the connection",
     ],
 )

@@ -74,6 +74,13 @@ def pair(
     return session_a, session_b, wire_a, wire_b
 
 
+async def gathered(config: RTCConfiguration) -> PreparedConnection:
+    """A connection that has gathered its candidates (as a pool's spare has)."""
+    connection = PreparedConnection(config)
+    await connection.ready()
+    return connection
+
+
 async def close_all(*sessions: Session) -> None:
     for session in sessions:
         await session.close()
@@ -142,9 +149,8 @@ async def test_an_answer_to_an_offer_with_candidates_goes_while_gathering(
 ) -> None:
     # Bob offers from a gathered connection; Alice's STUN server answers after 0.3 s.
     stun_server.delay = 0.3
-    gathered = PreparedConnection(loopback_ice)
-    await gathered.ready()
-    a, b, wire_a, _ = pair(RTCConfiguration([RTCIceServer(stun_server.url)]), bobs=gathered)
+    slow_stun = RTCConfiguration([RTCIceServer(stun_server.url)])
+    a, b, wire_a, _ = pair(slow_stun, bobs=await gathered(loopback_ice))
     try:
         async with asyncio.timeout(TIMEOUT):
             await a.wait_connected()
@@ -170,9 +176,7 @@ async def test_an_answer_to_an_offer_with_candidates_goes_while_gathering(
 async def test_an_offer_made_after_gathering_carries_its_candidates(
     loopback_ice: RTCConfiguration,
 ) -> None:
-    gathered = PreparedConnection(loopback_ice)
-    await gathered.ready()
-    a, b, _, wire_b = pair(loopback_ice, bobs=gathered)
+    a, b, _, wire_b = pair(loopback_ice, bobs=await gathered(loopback_ice))
     try:
         async with asyncio.timeout(TIMEOUT):
             await a.wait_connected()
@@ -312,6 +316,25 @@ async def test_a_description_whose_bundle_leads_with_media_is_followed_by_its_ca
             sctp = other.pc.sctp
             assert sctp is not None
             assert sctp.transport.transport._connection._remote_candidates_end
+    finally:
+        await close_all(a, b)
+
+
+async def test_an_offer_from_a_gathered_connection_whose_bundle_leads_with_media(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    # Bob's connection has gathered on its data transport, but his track's m-line leads the
+    # BUNDLE: its transport gathers inside setLocalDescription, so his offer is incomplete
+    # (the data m-line alone says end-of-candidates) and a batch with both end marks follows.
+    a, b, _, wire_b = pair(loopback_ice, bobs=await gathered(loopback_ice))
+    try:
+        b.add_track(VideoStreamTrack())
+        async with asyncio.timeout(TIMEOUT):
+            await a.wait_connected()
+        offer, batch = (m.payload.signal for m in wire_b.sent[:2])
+        assert offer.sdp.sdp.index("m=video") < offer.sdp.sdp.index("m=application")
+        marks = [c for c in batch.ice_candidate_batch.candidates if not c.candidate]
+        assert [(m.sdp_mid, m.sdp_m_line_index) for m in marks] == [("0", 0), ("1", 1)]
     finally:
         await close_all(a, b)
 

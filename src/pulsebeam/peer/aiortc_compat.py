@@ -160,8 +160,9 @@ def _retrigger_in_progress_checks() -> None:
         if pair is None or pair.state is not CandidatePair.State.IN_PROGRESS:
             return
         for transaction in list(protocol.transactions.values()):
-            if getattr(transaction, _TRANSACTION + "addr") == addr:
-                protocol.send_stun(getattr(transaction, _TRANSACTION + "request"), addr)
+            request = getattr(transaction, _TRANSACTION + "request", None)
+            if request is not None and getattr(transaction, _TRANSACTION + "addr", None) == addr:
+                protocol.send_stun(request, addr)
 
     check_incoming._pulsebeam = True  # type: ignore[attr-defined]
     aioice.ice.Connection.check_incoming = check_incoming  # type: ignore[method-assign]

@@ -22,6 +22,7 @@ from pulsebeam.proto import ICECandidate
 __all__ = [
     "RemoteCandidate",
     "RemoteCandidates",
+    "all_candidates_in",
     "candidate_key",
     "end_of_candidates",
     "local_candidates",
@@ -81,6 +82,13 @@ def local_candidates(sdp: str) -> list[ICECandidate]:
                 seen.add(key)
                 result.append(_tagged(_PREFIX + key, section))
     return result
+
+
+def all_candidates_in(sdp: str) -> bool:
+    """Whether every m-line of an SDP says its candidates are complete (aiortc writes
+    ``a=end-of-candidates`` once its transport has gathered)."""
+    sections = sdp.split("\nm=")[1:]
+    return bool(sections) and all("a=end-of-candidates" in section for section in sections)
 
 
 def end_of_candidates(sdp: str) -> list[ICECandidate]:

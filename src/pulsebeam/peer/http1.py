@@ -52,7 +52,9 @@ class _Connection(asyncio.Protocol):
         self._status = 0
         self._headers: dict[str, str] = {}
         self._response: HttpResponse | None = None  # the head, once it has arrived
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the header lines parsed
+        self._unparsed_head = 0  # bytes received while the head has not ended
+        self._refusal: TransportError | None = None  # why a callback stopped the parser
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._wake: asyncio.Future[None] | None = None
@@ -78,7 +80,8 @@ class _Connection(asyncio.Protocol):
             raise self._lost or TransportError("not connected")
         self._parser = httptools.HttpResponseParser(self)
         self._status, self._headers, self._response = 0, {}, None
-        self._head_bytes = 0
+        self._head_bytes = self._unparsed_head = 0
+        self._refusal = None
         self._chunks.clear()
         self._buffered = 0
         self._complete = self._keep_alive = self.received_any = False
@@ -126,18 +129,19 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             if not self._stray:  # (a second response after a complete one only taints)
-                self._fail(TransportError(f"malformed HTTP response: {exc}"))
+                self._fail(self._refusal or TransportError(f"malformed HTTP response: {exc}"))
             self.close()
             return
         if self._response is None and not self._complete:
-            self._head_bytes += len(data)
-            if self._head_bytes > _MAX_HEAD:
+            # A head that does not end (one endless header line) reaches no callback.
+            self._unparsed_head += len(data)
+            if self._unparsed_head > _MAX_HEAD:
                 self._fail(TransportError(f"the response head is over {_MAX_HEAD} bytes"))
                 self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._response is not None and not self._complete and self._ends_with_connection():
-            self._complete = True  # the end of the connection was the end of the body
+        if exc is None and self._response is not None and self._ends_with_connection():
+            self._complete = True  # a clean end of the connection was the end of the body
         detail = str(exc) if exc is not None and str(exc) else "the server closed the connection"
         self._fail(TransportError(detail))
 
@@ -149,6 +153,10 @@ class _Connection(asyncio.Protocol):
             raise TransportError("the server sent more than one response")  # stops the parser
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD:
+            self._refusal = TransportError(f"the response head is over {_MAX_HEAD} bytes")
+            raise self._refusal  # stops the parser
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -180,7 +188,8 @@ class _Connection(asyncio.Protocol):
         """A response whose body runs until the connection closes (no length, not chunked)."""
         framing = self._headers.get("transfer-encoding", "").lower()
         return (
-            "content-length" not in self._headers
+            not self._complete
+            and "content-length" not in self._headers
             and "chunked" not in framing
             and self._status not in (204, 304)
         )
@@ -199,13 +208,17 @@ class _Connection(asyncio.Protocol):
             self._wake.set_result(None)
 
 
+def _printable(text: str) -> bool:
+    return text.isascii() and text.isprintable()
+
+
 def _encode_request(target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
     """``POST target`` with ``headers`` and ``body``, head and body in one piece (one segment on
     the wire for a small request). Raises ValueError for what would break the framing."""
     lines = [f"POST {target.replace(' ', '%20')} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in headers]
     for line in lines:
-        if not (line.isascii() and line.isprintable()):
+        if not _printable(line):
             raise ValueError(f"refusing to send a non-printable request line: {line[:60]!r}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
 
@@ -247,6 +260,9 @@ class Http1Client:
         self._port = parts.port or (443 if self._tls else 80)
         self._authority = parts.netloc.rpartition("@")[2]
         self.path_prefix = parts.path.rstrip("/")
+        for part in (self._authority, self.path_prefix):
+            if not _printable(part) or " " in part:
+                raise ValueError(f"base URL must be printable ASCII without spaces: {base_url!r}")
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._warming: asyncio.Task[None] | None = None

@@ -42,7 +42,12 @@ from pulsebeam.peer.aiortc_compat import (
     rollback_local_offer,
     selected_path,
 )
-from pulsebeam.peer.candidates import RemoteCandidates, end_of_candidates, local_candidates
+from pulsebeam.peer.candidates import (
+    RemoteCandidates,
+    all_candidates_in,
+    end_of_candidates,
+    local_candidates,
+)
 from pulsebeam.peer.channel import DataChannel
 from pulsebeam.peer.errors import PeerClosedError
 from pulsebeam.peer.events import EventStream, first_of
@@ -409,7 +414,7 @@ class Session:
         gathering carries every candidate and the end mark; the batch then only repeats them
         later for the browser SDK.
         """
-        early = "a=end-of-candidates" not in description.sdp
+        early = not all_candidates_in(description.sdp)
         self._send_sdp(description)
         await self._conn.ready()
         await self._pc.setLocalDescription(description)
