@@ -40,10 +40,11 @@ def _configuration(
 
 
 async def _open_channel(
-    caller: RTCPeerConnection, callee: RTCPeerConnection
+    caller: RTCPeerConnection, callee: RTCPeerConnection, hold_answer: float = 0.0
 ) -> tuple[RTCDataChannel, asyncio.Queue[str]]:
     """Connect the two peers and open a data channel on which the callee echoes messages; the
-    queue gets what the callee receives and the echoes the caller receives."""
+    queue gets what the callee receives and the echoes the caller receives. ``hold_answer``:
+    seconds for which the callee checks alone before the caller takes its answer."""
     received: asyncio.Queue[str] = asyncio.Queue()
     channel = caller.createDataChannel("chat")
     opened = asyncio.Event()
@@ -66,6 +67,9 @@ async def _open_channel(
     assert "typ host" not in offer.sdp
     await callee.setRemoteDescription(offer)
     await callee.setLocalDescription(await callee.createAnswer())
+    if hold_answer:
+        await asyncio.sleep(hold_answer)
+        assert callee.iceConnectionState == "checking"
     await caller.setRemoteDescription(callee.localDescription)
     await asyncio.wait_for(opened.wait(), 20)
     return channel, received
@@ -126,23 +130,14 @@ async def test_a_check_lost_for_want_of_a_permission_is_sent_again_at_once(
 ) -> None:
     """The callee starts its checks first; the caller's allocation has no permission for them
     yet and drops them. The peer SDK's aioice fix (pulsebeam.peer.aiortc_compat) makes the
-    caller's own check, when it arrives, bring a new check from the callee at once; with
+    caller's own check, when it arrives, send the callee's check again at once; with
     retransmissions pushed out of reach (30 s), the pair connects only through that."""
     monkeypatch.setattr(aioice.stun, "RETRY_RTO", 30.0)
     caller = RTCPeerConnection(_configuration(turn, "udp"))
     callee = RTCPeerConnection(_configuration(turn, "udp"))
     try:
-        opened = asyncio.Event()
-        channel = caller.createDataChannel("chat")
-        channel.on("open", opened.set)
-        await caller.setLocalDescription(await caller.createOffer())
-        await callee.setRemoteDescription(caller.localDescription)
-        await callee.setLocalDescription(await callee.createAnswer())
-        # The callee's checks go out now and are lost; the caller starts only later.
-        await asyncio.sleep(0.3)
-        assert callee.iceConnectionState == "checking"
-        await caller.setRemoteDescription(callee.localDescription)
-        await asyncio.wait_for(opened.wait(), 10)
+        channel, received = await _open_channel(caller, callee, hold_answer=0.3)
+        await _echo(channel, received, "after a lost first check")
     finally:
         await caller.close()
         await callee.close()

@@ -25,7 +25,8 @@
 - aioice checks a remote candidate that arrives while its checks run only at its next 20 ms
   tick, even when no check is under way (the other side's candidates trickled after this
   side's ICE started): :func:`_check_trickled_pairs_at_once`, installed the same way, starts
-  the next check at once then, as the tick would have had no check to pace.
+  the best pair's check once a batch is in, when no check is under way (the tick would have
+  had none to pace).
 - A closing connection stops the tracks it sends, so the application's track could not go on
   over the new connection of an ICE restart: each connection sends a :class:`TrackFeed` of it.
 """
