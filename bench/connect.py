@@ -5,9 +5,10 @@ Run: .venv/bin/python bench/connect.py [--runs 20]
 It starts ``pulsebeam serve`` with its TURN on 127.0.0.1 (``--turn-allow-loopback``) and
 measures, for host candidates (restricted to 127.0.0.1) and relay-only:
 
-- PulseBeam SDK: the caller's ``create_peer`` (``Prepare``), ``start``, ``connect`` to a callee
-  that is already listening, ``create_data_channel``, until the channel is open; signaling goes
-  through the server, the callee's session starts on the caller's ``Join``.
+- PulseBeam SDK: the caller's ``create_peer(start=True)`` (``Prepare``, and ``Recv`` sent
+  meanwhile), ``connect`` to a callee that is already listening, ``create_data_channel``, until
+  the channel is open; signaling goes through the server, the callee's session starts on the
+  caller's ``Join``.
 - lower bound: two ``RTCPeerConnection`` in this process with the same ICE configuration (the
   same TURN credentials), offer and answer handed over as Python objects, no signaling at all.
 
@@ -59,9 +60,8 @@ async def sdk_once(
     was the impolite side (then the callee sends a Join back before the caller's offer)."""
     token = keys.token("bench", f"caller{n}")  # the application's back end mints it before
     started = time.perf_counter()
-    caller = await create_peer(token, grpc, force_relay=relay)
+    caller = await create_peer(token, grpc, force_relay=relay, start=True)
     try:
-        caller.start()
         session = await caller.connect("bench", callee.peer_id)
         channel = session.create_data_channel("bench")
         await channel.wait_open()

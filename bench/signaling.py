@@ -412,17 +412,17 @@ def main() -> None:
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, start_server(Path(tmp), *limits) as server:
         keys = create_project(server)
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        host, port = server.address
         pid = server.process.pid
 
         def pb_relay(warmup: int) -> Coroutine[Any, Any, dict[str, float]]:
             count = warmup or args.messages
-            return pulsebeam_relay(host, int(port), keys, args.pairs, count)
+            return pulsebeam_relay(host, port, keys, args.pairs, count)
 
         results["PulseBeam"] = best_of(args.runs, pb_relay, pid, args.pairs * args.messages)
         results["PulseBeam"]["rss_mib_start"] = rss_kib(pid) / 1024
         results["PulseBeam"]["kib_per_idle"] = asyncio.run(
-            measure_idle(pid, pulsebeam_idle(host, int(port), keys, args.idle), close_h1)
+            measure_idle(pid, pulsebeam_idle(host, port, keys, args.idle), close_h1)
         )
     peer_port = free_port()
     with peerjs_server(peer_port, args.idle + 2 * args.pairs + 10) as peerjs:

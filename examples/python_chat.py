@@ -67,9 +67,8 @@ async def run_peer(args: argparse.Namespace) -> dict[str, Any]:
     claims.set_allow_policy(PeerPolicy(args.group, other))
     token = AccessToken(args.api_key, args.api_secret).create_token(claims, 600)
     started = time.perf_counter()
-    peer = await create_peer(token, args.base_url, force_relay=args.force_relay)
+    peer = await create_peer(token, args.base_url, force_relay=args.force_relay, start=True)
     try:
-        peer.start()
         session: Session
         if me == CALLER:
             session = await peer.connect(args.group, other)

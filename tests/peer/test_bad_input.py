@@ -42,13 +42,15 @@ async def test_bad_input_is_refused_clearly(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("start", [False, True])
 async def test_wrong_or_unreachable_server(
-    pulsebeam_server: RunningServer, pulsebeam_project: ProjectKeys
+    pulsebeam_server: RunningServer, pulsebeam_project: ProjectKeys, start: bool
 ) -> None:
     token = pulsebeam_project.token("g1", "alice")
-    with pytest.raises(SignalingError, match="Prepare: HTTP 404") as raised:
-        await create_peer(token, f"{pulsebeam_server.url}/not-grpc")
+    # Started at creation, Recv meets the same refusal as Prepare, and may meet it first.
+    with pytest.raises(SignalingError, match=r"(Prepare|Recv): HTTP 404") as raised:
+        await create_peer(token, f"{pulsebeam_server.url}/not-grpc", start=start)
     assert raised.value.grpc_status is GrpcStatus.UNIMPLEMENTED
     # Port 9 (discard) has no listener here: refused, retried 5 times, then a clear error.
     with pytest.raises(UnavailableError, match=r"cannot reach the signaling server at http://127"):
-        await create_peer(token, "http://127.0.0.1:9/grpc")
+        await create_peer(token, "http://127.0.0.1:9/grpc", start=start)

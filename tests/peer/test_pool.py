@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer
@@ -102,3 +103,26 @@ async def test_an_empty_pool_makes_nothing(loopback_ice: RTCConfiguration) -> No
     assert pool.take() is None
     assert pool.spares == ()
     await pool.close()
+
+
+async def test_a_pool_started_before_its_configuration_waits_for_it(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    """A peer started before Prepare has answered: no spare until the ICE servers are known,
+    then one at once, in time for the session that its held messages start."""
+    pool = ConnectionPool(1)
+    pool.start()
+    try:
+        cpu = time.process_time()
+        await asyncio.sleep(0.2)  # the maintaining task waits for a configuration, idle
+        assert time.process_time() - cpu < 0.1  # (a loop spinning on a zero timeout: ~0.2 s)
+        assert pool.spares == ()
+        assert pool.take() is None
+        pool.reconfigure(loopback_ice)
+        (spare,) = pool.spares  # made inside reconfigure, not a loop turn later
+        async with asyncio.timeout(TIMEOUT):
+            await spare.ready()
+        assert pool.take() is spare
+    finally:
+        await pool.close()
+    await spare.close()

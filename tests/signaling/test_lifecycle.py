@@ -182,9 +182,9 @@ async def test_a_receiver_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
     limits = ("--stream-queue", "8", "--send-rate", "100000", "--send-burst", "100000")
     with start_server(tmp_path, *limits) as server:
         project = await acreate_project(server)
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        host, port = server.address
         # A receiver that opens its stream, reads the response headers, then never reads again.
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, port)
         request = frame(proto.RecvReq(src=peer("g", "slow", 9301)).SerializeToString())
         writer.write(
             b"POST /grpc/pulsebeam.v1.Signaling/Recv HTTP/1.1\r\nhost: x\r\n"

@@ -1,14 +1,16 @@
 """The peer: one signaling connection (``Recv``) and the sessions it carries.
 
 ``create_peer`` calls ``Prepare`` and learns the peer's group and id from its token; ``start``
-opens ``Recv``. A message from an unknown connection creates a session (a ``Join`` included:
-the server sends one from each peer that opens its stream, so the group forms a full mesh, as
-with the official SDK). ``connect`` sends ``Join`` to a peer about every second until a session
-with it exists: unlike the official SDK, a callee that is not there yet (NOT_FOUND) is waited
-for, up to a timeout. Right after ``Recv`` opens, the server's own ``Join`` broadcast has already
-announced this peer to the group, so the first explicit ``Join`` waits a second for an answer
-to that. ``connect`` also prepares the session's RTCPeerConnection at once, so that ICE
-gathering runs during those round trips (:mod:`pulsebeam.peer.prepared`).
+opens ``Recv`` (``create_peer(..., start=True)`` sends it while ``Prepare`` is under way, and
+holds what arrives until ``Prepare`` has given the ICE servers that sessions need). A message
+from an unknown connection creates a session (a ``Join`` included: the server sends one from
+each peer that opens its stream, so the group forms a full mesh, as with the official SDK).
+``connect`` sends ``Join`` to a peer about every second until a session with it exists: unlike
+the official SDK, a callee that is not there yet (NOT_FOUND) is waited for, up to a timeout.
+Right after ``Recv`` opens, the server's own ``Join`` broadcast has already announced this peer
+to the group, so the first explicit ``Join`` waits a second for an answer to that. ``connect``
+also prepares the session's RTCPeerConnection at once, so that ICE gathering runs during those
+round trips (:mod:`pulsebeam.peer.prepared`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from types import TracebackType
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer
 
@@ -34,7 +37,7 @@ from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
 from pulsebeam.peer.signaling import SignalingClient
 from pulsebeam.peer.tokens import TokenProvider, Tokens
-from pulsebeam.proto import Join, Message, MessageHeader, MessagePayload
+from pulsebeam.proto import IceServer, Join, Message, MessageHeader, MessagePayload
 
 __all__ = ["Peer", "PeerState", "create_peer"]
 
@@ -44,6 +47,9 @@ JOIN_INTERVAL = 1.0
 # A closed session's connection is ignored this long, so its late messages make no new session.
 CLOSED_SESSION_MEMORY = 10.0
 TOKEN_RETRY_DELAY = 1.0
+# Messages that arrive before Prepare has answered wait for it (a few round trips); beyond
+# this many, the rest are dropped (a session's first messages are resent or re-offered).
+MAX_HELD_MESSAGES = 256
 
 
 class PeerState(StrEnum):
@@ -62,6 +68,7 @@ async def create_peer(
     *,
     token_provider: TokenProvider | None = None,
     ice_candidate_pool_size: int = 1,
+    start: bool = False,
 ) -> Peer:
     """Prepare a peer for ``token`` against the server at ``base_url`` (ending in ``/grpc``).
 
@@ -70,7 +77,9 @@ async def create_peer(
     ``token_provider`` is awaited for a fresh token before the current one expires.
     ``ice_candidate_pool_size`` connections (0 to 4) are kept gathered for the next sessions
     once the peer starts (:mod:`pulsebeam.peer.pool`); each holds a TURN allocation when TURN
-    is configured.
+    is configured. ``start=True`` also starts the peer (:meth:`Peer.start`), sending ``Recv``
+    while ``Prepare`` is under way: the peer is live one round trip to the server sooner. Either
+    way, ``Prepare``'s failure (or a ``Recv`` refused meanwhile) raises here.
     """
     if not 0 <= ice_candidate_pool_size <= MAX_POOL_SIZE:
         raise InvalidArgumentError(
@@ -80,13 +89,20 @@ async def create_peer(
     info = PeerInfo.new_connection(tokens.identity.group_id, tokens.identity.peer_id)
     client = SignalingClient(base_url, tokens, info)
     ice = IcePolicy(tuple(ice_servers or ()), force_relay)
-    client.preconnect()  # for Recv, opened while Prepare runs on a connection of its own
+    peer = Peer(client, ice, ConnectionPool(ice_candidate_pool_size))
+    # Prepare goes first: the ICE servers it answers with are what the first session waits for.
+    prepare = asyncio.ensure_future(client.prepare())
+    if start:
+        peer.start()
+    else:
+        client.preconnect()  # for Recv, opened while Prepare runs on a connection of its own
     try:
-        configuration = ice.configuration(await client.prepare())
+        await peer._configure(prepare)
     except BaseException:
-        await client.aclose()
+        prepare.cancel()
+        await peer.close()
         raise
-    return Peer(client, ice, configuration, ConnectionPool(ice_candidate_pool_size, configuration))
+    return peer
 
 
 class Peer:
@@ -96,12 +112,12 @@ class Peer:
         self,
         client: SignalingClient,
         ice: IcePolicy,
-        configuration: RTCConfiguration,
         pool: ConnectionPool,
     ) -> None:
         self._client = client
         self._ice = ice
-        self._configuration = configuration
+        self._configuration: RTCConfiguration | None = None  # from Prepare, see _configure()
+        self._held: list[Message] | None = []  # messages that came before it (then None)
         self._pool = pool
         self._ice_refresh: asyncio.Task[None] | None = None
         client.tokens.on_update = self._token_updated
@@ -145,7 +161,28 @@ class Peer:
 
     @property
     def configuration(self) -> RTCConfiguration:
+        """The ICE configuration: the given servers, then ``Prepare``'s (our TURN)."""
+        if self._configuration is None:
+            raise PeerClosedError(f"peer {self._info} has no ICE servers: create_peer failed")
         return self._configuration
+
+    async def _configure(self, prepare: asyncio.Future[list[IceServer]]) -> None:
+        """Take the ICE servers of ``prepare`` (a ``Prepare`` call): raises its error, or the one
+        that closed the peer meanwhile (a started peer's ``Recv`` refused); then handles the
+        messages held until now."""
+        closed = asyncio.ensure_future(self._closed.wait())
+        either: list[asyncio.Future[Any]] = [prepare, closed]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if not prepare.done():
+            self._check_open()  # the peer closed first: raises what closed it
+        self._configuration = self._ice.configuration(prepare.result())
+        self._pool.reconfigure(self._configuration)
+        held, self._held = self._held or [], None
+        for message in held:
+            self._on_message(message)
 
     def start(self) -> None:
         """Open the receive stream (idempotent); needs a running event loop."""
@@ -213,7 +250,7 @@ class Peer:
         target = (group_id, peer_id)
         prepared = None
         if self.session_with(group_id, peer_id) is None and target not in self._prepared:
-            prepared = self._pool.take() or PreparedConnection(self._configuration)
+            prepared = self._pool.take() or PreparedConnection(self.configuration)
             self._prepared[target] = prepared
         try:
             async with asyncio.timeout(give_up_after):
@@ -330,6 +367,10 @@ class Peer:
     def _on_message(self, message: Message) -> None:
         if not message.HasField("header"):
             return  # a keepalive Ping
+        if self._held is not None:  # before Prepare's ICE servers, which sessions need
+            if len(self._held) < MAX_HELD_MESSAGES:
+                self._held.append(message)
+            return
         src, dst = message.header.src, message.header.dst
         if dst.conn_id > RESERVED_CONN_IDS and dst.conn_id != self._info.conn_id:
             logger.debug("peer %s: message for stale connection %s", self._info, dst.conn_id)
@@ -345,7 +386,7 @@ class Peer:
                 return
             prepared = self._prepared.pop((other.group_id, other.peer_id), None)
             prepared = prepared or self._pool.take()
-            session = Session(self, other, self._configuration, prepared)
+            session = Session(self, other, self.configuration, prepared)
             self._sessions[other] = session
             logger.info("peer %s: new session with %s", self._info, other)
             self._incoming.put(session)

@@ -36,9 +36,13 @@ class _Spare:
 
 
 class ConnectionPool:
-    """Up to ``size`` spare connections for ``configuration``; ``size`` 0 keeps none."""
+    """Up to ``size`` spare connections for ``configuration``; ``size`` 0 keeps none.
 
-    def __init__(self, size: int, configuration: RTCConfiguration) -> None:
+    Without a configuration yet (a peer started before ``Prepare`` has answered), the pool
+    holds none until :meth:`reconfigure` gives it one.
+    """
+
+    def __init__(self, size: int, configuration: RTCConfiguration | None = None) -> None:
         self._size = size
         self._configuration = configuration
         self._spares: list[_Spare] = []
@@ -68,12 +72,15 @@ class ConnectionPool:
         return None
 
     def reconfigure(self, configuration: RTCConfiguration) -> None:
-        """Use ``configuration`` from now on: the spares made with the old one are replaced."""
+        """Use ``configuration`` from now on: the spares made with the old one are replaced
+        at once (a started pool gathers the new ones now, for the session that may ask next)."""
         self._configuration = configuration
         for spare in self._spares:
             self._retire(spare.conn)
         self._spares.clear()
         self._refill_at = 0.0
+        if self._task is not None:
+            self._fill(asyncio.get_running_loop().time())
         self._wake.set()
 
     async def close(self) -> None:
@@ -99,14 +106,16 @@ class ConnectionPool:
             if now >= self._refill_at:
                 self._fill(now)
             wake_at = [s.made_at + SPARE_MAX_AGE for s in self._spares]
-            if len(self._spares) < self._size:
+            if len(self._spares) < self._size and self._configuration is not None:
                 wake_at.append(self._refill_at)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(min(wake_at)):
+                async with asyncio.timeout_at(min(wake_at, default=None)):
                     await self._wake.wait()
 
     def _fill(self, now: float) -> None:
+        if self._configuration is None:
+            return
         while len(self._spares) < self._size:
             self._spares.append(_Spare(now, PreparedConnection(self._configuration)))
 
