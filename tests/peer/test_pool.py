@@ -126,3 +126,8 @@ async def test_a_pool_started_before_its_configuration_waits_for_it(
     finally:
         await pool.close()
     await spare.close()
+    # Closed for good: a configuration that comes late (Prepare answering a peer that has
+    # closed meanwhile) makes no spare that nobody would close.
+    pool.reconfigure(loopback_ice)
+    pool.start()
+    assert pool.spares == ()

@@ -15,6 +15,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer
 from aiortc.mediastreams import VideoStreamTrack
 from av import VideoFrame
 
+from pulsebeam.peer import session as session_module
 from pulsebeam.peer.identity import PeerInfo
 from pulsebeam.peer.prepared import PreparedConnection
 from pulsebeam.peer.session import Session
@@ -254,6 +255,44 @@ async def test_generation_counter_rules(loopback_ice: RTCConfiguration) -> None:
         assert a.connection_state == "connected"
     finally:
         await close_all(a, b)
+
+
+class Void:
+    """A link to a peer that left: what the session sends goes nowhere."""
+
+    def __init__(self, info: PeerInfo, configuration: RTCConfiguration) -> None:
+        self.info = info
+        self.configuration = configuration
+        self.sent: list[Message] = []
+
+    async def send_message(self, message: Message, *, bye: bool = False) -> None:
+        self.sent.append(message)
+
+    def session_closed(self, session: Session) -> None:
+        pass
+
+
+@pytest.mark.parametrize("impolite", [False, True])
+async def test_a_session_the_other_side_never_answers_is_closed_after_the_setup_timeout(
+    loopback_ice: RTCConfiguration, monkeypatch: pytest.MonkeyPatch, impolite: bool
+) -> None:
+    """A Join, then nothing (the other peer left, or its policy hides this one): the session
+    closes with a Bye, whichever side it would have offered from."""
+    monkeypatch.setattr(session_module, "SETUP_TIMEOUT", 0.5)
+    me = PeerInfo("g", "bob" if impolite else "alice", 1500)
+    gone = PeerInfo("g", "carol", 1000 if impolite else 2000)
+    void = Void(me, loopback_ice)
+    session = Session(void, gone, loopback_ice)
+    assert session.impolite is impolite
+    async with asyncio.timeout(TIMEOUT):
+        reason = await session.wait_closed()
+    assert reason == f"no offer or answer from g/carol#{gone.conn_id} in 0.5 s"
+    first = void.sent[0].payload
+    if impolite:
+        assert first.signal.sdp.kind == SDP_KIND_OFFER
+    else:
+        assert first.HasField("join")
+    assert void.sent[-1].payload.HasField("bye")
 
 
 async def test_bye_closes_the_other_side(loopback_ice: RTCConfiguration) -> None:

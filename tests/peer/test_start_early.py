@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -84,3 +85,56 @@ async def test_prepare_goes_first(
         )
     assert [method for _, method in sent] == ([b"Prepare", b"Recv"] if start else [b"Prepare"])
     assert peer.state is (PeerState.CONNECTED if start else PeerState.NEW)
+
+
+async def test_a_token_refreshed_while_prepare_is_held_keeps_its_newer_ice_servers(
+    server: RunningServer, keys: ProjectKeys, peers: list[Peer]
+) -> None:
+    """The refresh's own Prepare answers first (with TURN credentials of the new token): the
+    held first answer, for the old token, must not replace them."""
+    prepares = 0
+
+    def hold_first_prepare(request_line: bytes) -> float:
+        nonlocal prepares
+        if b"/Prepare " not in request_line:
+            return 0.0
+        prepares += 1
+        return 1.6 if prepares == 1 else 0.0
+
+    async def provider() -> str:
+        return keys.token("g1", "alice", ttl=3600)
+
+    short = keys.token("g1", "alice", ttl=2)  # a refresh is due about 1 s from now
+    async with (
+        asyncio.timeout(TIMEOUT),
+        tcp_proxy(server.address, hold=hold_first_prepare) as proxy,
+    ):
+        url = f"http://127.0.0.1:{proxy.port}/grpc"
+        alice = await create_peer(short, url, token_provider=provider, start=True)
+        peers.append(alice)
+    assert prepares == 2
+    # TURN usernames are "<expiry>:<key>:<project>": the credential of the 1-hour token.
+    expiries = [int(s.username.split(":")[0]) for s in alice.configuration.iceServers if s.username]
+    assert expiries
+    assert all(expiry > time.time() + 3000 for expiry in expiries)
+
+
+async def test_a_peer_given_up_on_says_bye_to_those_who_wrote_to_it(
+    server: RunningServer, keys: ProjectKeys, peers: list[Peer]
+) -> None:
+    """Recv announced alice; bob started a session with her. The application gives up on
+    create_peer (Prepare is slow): bob's session ends at once, not at its setup timeout."""
+    bob = await create_peer(keys.token("g1", "bob"), server.grpc, start=True)
+    peers.append(bob)
+    async with asyncio.timeout(TIMEOUT), tcp_proxy(server.address, hold=_slow_prepare) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}/grpc"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await create_peer(keys.token("g1", "alice"), url, start=True)
+        session = await anext(bob.sessions())
+        assert str(session.other).startswith("g1/alice")
+        assert await session.wait_closed() == "the other peer said bye"
+
+
+def _slow_prepare(request_line: bytes) -> float:
+    return 5.0 if b"/Prepare " in request_line else 0.0

@@ -34,10 +34,10 @@ from pulsebeam.peer.ice import IcePolicy
 from pulsebeam.peer.identity import DISCOVERY_CONN_ID, RESERVED_CONN_IDS, PeerInfo
 from pulsebeam.peer.pool import MAX_POOL_SIZE, ConnectionPool
 from pulsebeam.peer.prepared import PreparedConnection
-from pulsebeam.peer.session import Session
+from pulsebeam.peer.session import BYE_TIMEOUT, Session
 from pulsebeam.peer.signaling import SignalingClient
 from pulsebeam.peer.tokens import TokenProvider, Tokens
-from pulsebeam.proto import IceServer, Join, Message, MessageHeader, MessagePayload
+from pulsebeam.proto import Bye, IceServer, Join, Message, MessageHeader, MessagePayload
 
 __all__ = ["Peer", "PeerState", "create_peer"]
 
@@ -47,8 +47,8 @@ JOIN_INTERVAL = 1.0
 # A closed session's connection is ignored this long, so its late messages make no new session.
 CLOSED_SESSION_MEMORY = 10.0
 TOKEN_RETRY_DELAY = 1.0
-# Messages that arrive before Prepare has answered wait for it (a few round trips); beyond
-# this many, the rest are dropped (a session's first messages are resent or re-offered).
+# Messages that arrive before Prepare has answered wait for it (a round trip or two); beyond
+# this many, the rest are dropped, with a warning (each session's first messages are a few).
 MAX_HELD_MESSAGES = 256
 
 
@@ -101,6 +101,7 @@ async def create_peer(
     except BaseException:
         prepare.cancel()
         await peer.close()
+        await peer.wait_closed()  # a refused Recv may be closing it still: its sockets too
         raise
     return peer
 
@@ -118,6 +119,7 @@ class Peer:
         self._ice = ice
         self._configuration: RTCConfiguration | None = None  # from Prepare, see _configure()
         self._held: list[Message] | None = []  # messages that came before it (then None)
+        self._held_overflow = False
         self._pool = pool
         self._ice_refresh: asyncio.Task[None] | None = None
         client.tokens.on_update = self._token_updated
@@ -178,8 +180,11 @@ class Peer:
             closed.cancel()
         if not prepare.done():
             self._check_open()  # the peer closed first: raises what closed it
-        self._configuration = self._ice.configuration(prepare.result())
-        self._pool.reconfigure(self._configuration)
+        servers = prepare.result()  # raises Prepare's own error
+        self._check_open()  # a Recv refused in the same loop turn: raises that
+        if self._configuration is None:  # (else a token refresh has brought newer ones)
+            self._configuration = self._ice.configuration(servers)
+            self._pool.reconfigure(self._configuration)
         held, self._held = self._held or [], None
         for message in held:
             self._on_message(message)
@@ -370,6 +375,13 @@ class Peer:
         if self._held is not None:  # before Prepare's ICE servers, which sessions need
             if len(self._held) < MAX_HELD_MESSAGES:
                 self._held.append(message)
+            elif not self._held_overflow:
+                self._held_overflow = True
+                logger.warning(
+                    "peer %s: over %d messages before Prepare answered: dropping the rest",
+                    self._info,
+                    MAX_HELD_MESSAGES,
+                )
             return
         src, dst = message.header.src, message.header.dst
         if dst.conn_id > RESERVED_CONN_IDS and dst.conn_id != self._info.conn_id:
@@ -400,6 +412,28 @@ class Peer:
                 del self._recently_closed[info]
         return other in self._recently_closed
 
+    async def _say_bye_to_held(self, held: list[Message]) -> None:
+        """Say ``Bye`` to the peers whose messages were held and never handled (``create_peer``
+        failed after ``Recv`` opened): their sessions with this peer end now, not at their
+        setup timeout."""
+        others = {
+            PeerInfo.from_proto(message.header.src)
+            for message in held
+            if message.payload.WhichOneof("payload_type") not in ("bye", None)
+        }
+        for other in others:
+            bye = Message(
+                header=MessageHeader(
+                    src=self._info.to_proto(), dst=other.to_proto(), reliable=False
+                ),
+                payload=MessagePayload(bye=Bye()),
+            )
+            try:
+                async with asyncio.timeout(BYE_TIMEOUT):
+                    await self.send_message(bye, bye=True)
+            except (PulseBeamError, TimeoutError) as exc:
+                logger.debug("peer %s: Bye to %s not delivered: %s", self._info, other, exc)
+
     async def _refresh_tokens(self) -> None:
         tokens = self._client.tokens
         while True:
@@ -423,9 +457,11 @@ class Peer:
                 task.cancel()
         sessions = list(self._sessions.values())
         prepared, self._prepared = list(self._prepared.values()), {}
+        held, self._held = self._held or [], None
         await asyncio.gather(
             *(s.close(reason, say_bye=error is None) for s in sessions),
             *(p.close() for p in prepared),
+            *([self._say_bye_to_held(held)] if held and error is None else []),
             self._pool.close(),
             return_exceptions=True,
         )

@@ -50,10 +50,11 @@ class ConnectionPool:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False  # for good: nothing is made after close()
 
     def start(self) -> None:
         """Gather the first spares now and keep the pool full; needs a running event loop."""
-        if self._size and self._task is None:
+        if self._size and self._task is None and not self._closed:
             self._fill(asyncio.get_running_loop().time())
             self._task = asyncio.create_task(self._maintain(), name="connection pool")
 
@@ -84,6 +85,7 @@ class ConnectionPool:
         self._wake.set()
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
         for spare in self._spares:
@@ -114,7 +116,7 @@ class ConnectionPool:
                     await self._wake.wait()
 
     def _fill(self, now: float) -> None:
-        if self._configuration is None:
+        if self._configuration is None or self._closed:
             return
         while len(self._spares) < self._size:
             self._spares.append(_Spare(now, PreparedConnection(self._configuration)))

@@ -67,11 +67,14 @@ from pulsebeam.proto import (
     Signal,
 )
 
-__all__ = ["INTERNAL_LABEL", "Session", "SessionLink"]
+__all__ = ["BYE_TIMEOUT", "INTERNAL_LABEL", "SETUP_TIMEOUT", "Session", "SessionLink"]
 
 logger = logging.getLogger(__name__)
 
 BYE_TIMEOUT = 2.0
+# A session whose other side has sent no description this long after it began is closed (with
+# a Bye): that peer left before answering (a Join, then nothing), or its policy hides this one.
+SETUP_TIMEOUT = 30.0
 # The official SDK flushes its candidate batch 100 ms after the first candidate; ours repeats
 # the description's candidates then, off the critical path of the first exchange.
 CANDIDATE_FLUSH_DELAY = 0.1
@@ -115,6 +118,7 @@ class Session:
         self._received = SeqnumWindow()
         self._negotiated = False
         self._remote_offer_seen = False
+        self._described_by_other = False  # a remote description was ever applied
         self._renegotiate = False
         self._remote = RemoteCandidates()
         self._inbox: asyncio.Queue[Message | _Step] = asyncio.Queue()
@@ -137,6 +141,7 @@ class Session:
         self._tasks = [
             asyncio.create_task(self._process(), name=f"session {other} worker"),
             asyncio.create_task(self._send_loop(), name=f"session {other} sender"),
+            asyncio.create_task(self._expect_other_side(), name=f"session {other} setup"),
         ]
         self._inbox.put_nowait(_Step.NEGOTIATE)
 
@@ -365,6 +370,11 @@ class Session:
     async def _give_up(self, reason: str) -> None:
         await self._shutdown(reason, send_bye=True)
 
+    async def _expect_other_side(self) -> None:
+        await asyncio.sleep(SETUP_TIMEOUT)
+        if not self._described_by_other:
+            await self._give_up(f"no offer or answer from {self.other} in {SETUP_TIMEOUT:g} s")
+
     async def _restart(self) -> None:
         if self._closed.is_set() or self._conn is not self._restart_target:
             return  # closed, or the other side's restart replaced the failed connection first
@@ -560,4 +570,5 @@ class Session:
 
     async def _set_remote(self, description: RTCSessionDescription) -> None:
         await self._pc.setRemoteDescription(description)
+        self._described_by_other = True
         self._remote.described(description.sdp)
