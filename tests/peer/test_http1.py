@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pulsebeam.peer.http1 import Http1Client, TransportError
+from pulsebeam.peer.http1 import Http1Client, HttpStream, TransportError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
 
@@ -123,6 +123,52 @@ async def test_a_chunked_stream_arrives_chunk_by_chunk_after_an_informational_re
     finally:
         await client.aclose()
     assert chunks == [b"one", b"two"]
+
+
+async def test_a_stream_that_falls_silent_is_a_transport_error(
+    serve: Callable[[Handler], Coroutine[Any, Any, str]],
+) -> None:
+    """Chunks every 0.1 s for 0.6 s keep a 0.3 s idle watch quiet; then silence trips it (a
+    half-open connection: the server's pings stopped coming)."""
+    finished = asyncio.Event()
+
+    async def chatty_then_silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            writer.write(b"4\r\nping\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await finished.wait()  # silent, the connection open
+        writer.close()
+
+    client = Http1Client(await serve(chatty_then_silent))
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    last = loop.time()
+
+    async def read_all(response: HttpStream) -> None:
+        nonlocal last
+        async for chunk in response.chunks(idle_timeout=0.3):
+            chunks.append(chunk)
+            last = loop.time()
+
+    try:
+        async with (
+            asyncio.timeout(10),
+            client.stream("/Recv", {}, b"", head_timeout=5) as response,
+        ):
+            with pytest.raises(TransportError, match=r"no data for 0.3 s"):
+                await read_all(response)
+            silent_for = loop.time() - last
+    finally:
+        await client.aclose()
+        finished.set()
+        await asyncio.sleep(0.01)  # the handler closes its side
+    assert chunks == [b"ping"] * 6
+    assert 0.3 <= silent_for < 5  # tripped by the silence, not before it
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,9 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._stray = False  # bytes after the response: the connection cannot be trusted
         self.received_any = False  # of this exchange's response
+        # An idle watch (HttpStream.chunks): the time of the last byte, and the check when due.
+        self._last_data_at = 0.0
+        self._idle_check: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ the pool's view
 
@@ -110,8 +113,32 @@ class _Connection(asyncio.Protocol):
                 await self._next_event()
 
     def close(self) -> None:
+        self.unwatch_idle()
         if self._transport is not None:
             self._transport.close()
+
+    def watch_idle(self, timeout: float) -> None:
+        """Fail the exchange when no byte has come for ``timeout`` s. Checked when due, not per
+        chunk: a timeout per chunk cost a timer and a context (~5 µs) per streamed message."""
+        loop = asyncio.get_running_loop()
+        self._last_data_at = loop.time()
+        self.unwatch_idle()
+        self._idle_check = loop.call_later(timeout, self._check_idle, timeout)
+
+    def unwatch_idle(self) -> None:
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+
+    def _check_idle(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_data_at
+        if quiet < timeout:
+            self._idle_check = loop.call_later(timeout - quiet, self._check_idle, timeout)
+            return
+        self._idle_check = None
+        self._fail(TransportError(f"no data for {timeout:g} s"))
+        self.close()
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -121,6 +148,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        if self._idle_check is not None:
+            self._last_data_at = asyncio.get_running_loop().time()
         if self._parser is None or self._complete:
             self._stray = True  # never asked for: no pipelining here
             self.close()
@@ -140,6 +169,7 @@ class _Connection(asyncio.Protocol):
                 self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.unwatch_idle()
         if exc is None and self._response is not None and self._ends_with_connection():
             self._complete = True  # a clean end of the connection was the end of the body
         detail = str(exc) if exc is not None and str(exc) else "the server closed the connection"
@@ -233,16 +263,12 @@ class HttpStream:
 
     async def chunks(self, idle_timeout: float) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; raises TransportError if none comes for ``idle_timeout``."""
-        iterator = aiter(self._connection.body_chunks())
-        while True:
-            try:
-                async with asyncio.timeout(idle_timeout):
-                    chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise TransportError(f"no data for {idle_timeout:g} s") from None
-            yield chunk
+        self._connection.watch_idle(idle_timeout)
+        try:
+            async for chunk in self._connection.body_chunks():
+                yield chunk
+        finally:
+            self._connection.unwatch_idle()
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self._connection.body_chunks()])
