@@ -82,6 +82,12 @@ async def gathered(config: RTCConfiguration) -> PreparedConnection:
     return connection
 
 
+def slow_stun(stun_server: StunResponder, delay: float = 0.3) -> RTCConfiguration:
+    """ICE with ``stun_server`` answering after ``delay`` s: gathering is still on meanwhile."""
+    stun_server.delay = delay
+    return RTCConfiguration([RTCIceServer(stun_server.url)])
+
+
 async def close_all(*sessions: Session) -> None:
     for session in sessions:
         await session.close()
@@ -119,9 +125,7 @@ async def test_an_offer_made_while_gathering_goes_at_once_and_its_candidates_fol
     loopback_ice: RTCConfiguration, stun_server: StunResponder
 ) -> None:
     # The STUN server answers after 0.3 s, so bob's gathering is still on when he offers.
-    stun_server.delay = 0.3
-    config = RTCConfiguration([RTCIceServer(stun_server.url)])
-    a, b, wire_a, wire_b = pair(config)
+    a, b, wire_a, wire_b = pair(slow_stun(stun_server))
     try:
         async with asyncio.timeout(TIMEOUT):
             await a.wait_connected()
@@ -149,9 +153,7 @@ async def test_an_answer_to_an_offer_with_candidates_goes_while_gathering(
     loopback_ice: RTCConfiguration, stun_server: StunResponder
 ) -> None:
     # Bob offers from a gathered connection; Alice's STUN server answers after 0.3 s.
-    stun_server.delay = 0.3
-    slow_stun = RTCConfiguration([RTCIceServer(stun_server.url)])
-    a, b, wire_a, _ = pair(slow_stun, bobs=await gathered(loopback_ice))
+    a, b, wire_a, _ = pair(slow_stun(stun_server), bobs=await gathered(loopback_ice))
     try:
         async with asyncio.timeout(TIMEOUT):
             await a.wait_connected()

@@ -243,13 +243,8 @@ class Peer:
             raise InvalidArgumentError("a peer cannot connect to itself")
         self.start()
         await asyncio.sleep(0)  # a receive stream just started sends its request first
-        join = Message(
-            header=MessageHeader(
-                src=self._info.to_proto(),
-                dst=PeerInfo(group_id, peer_id, DISCOVERY_CONN_ID).to_proto(),
-                reliable=False,
-            ),
-            payload=MessagePayload(join=Join()),
+        join = self._outside_sessions(
+            PeerInfo(group_id, peer_id, DISCOVERY_CONN_ID), MessagePayload(join=Join())
         )
         last_error: PulseBeamError | None = None
         target = (group_id, peer_id)
@@ -421,18 +416,20 @@ class Peer:
             for message in held
             if message.payload.WhichOneof("payload_type") not in ("bye", None)
         }
-        for other in others:
-            bye = Message(
-                header=MessageHeader(
-                    src=self._info.to_proto(), dst=other.to_proto(), reliable=False
-                ),
-                payload=MessagePayload(bye=Bye()),
-            )
-            try:
-                async with asyncio.timeout(BYE_TIMEOUT):
-                    await self.send_message(bye, bye=True)
-            except (PulseBeamError, TimeoutError) as exc:
-                logger.debug("peer %s: Bye to %s not delivered: %s", self._info, other, exc)
+        await asyncio.gather(*(self._say_bye(other) for other in others))
+
+    async def _say_bye(self, other: PeerInfo) -> None:
+        bye = self._outside_sessions(other, MessagePayload(bye=Bye()))
+        try:
+            async with asyncio.timeout(BYE_TIMEOUT):
+                await self.send_message(bye, bye=True)
+        except (PulseBeamError, TimeoutError) as exc:
+            logger.debug("peer %s: Bye to %s not delivered: %s", self._info, other, exc)
+
+    def _outside_sessions(self, other: PeerInfo, payload: MessagePayload) -> Message:
+        """A message that belongs to no session (a ``Join`` or a ``Bye``): unreliable, no seqnum."""
+        header = MessageHeader(src=self._info.to_proto(), dst=other.to_proto(), reliable=False)
+        return Message(header=header, payload=payload)
 
     async def _refresh_tokens(self) -> None:
         tokens = self._client.tokens
