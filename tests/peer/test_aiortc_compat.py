@@ -4,7 +4,9 @@ for want of a permission, is in tests/turn/test_aiortc_relay.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
 from aioice import Candidate
 from aioice.candidate import candidate_priority
 from aioice.ice import CandidatePair, Connection
@@ -118,3 +120,91 @@ async def test_a_late_check_after_ice_completed_moves_nothing(
         await a.close()
         await b.close()
         gate_transport.close()
+
+
+async def _paired_agents() -> tuple[Connection, Connection]:
+    """Two gathered aioice agents on loopback that know each other's candidates."""
+    a, b = Connection(ice_controlling=True), Connection(ice_controlling=False)
+    await a.gather_candidates()
+    await b.gather_candidates()
+    for agent, other in ((a, b), (b, a)):
+        agent.remote_username, agent.remote_password = other.local_username, other.local_password
+        for candidate in other.local_candidates:
+            await agent.add_remote_candidate(candidate)
+        await agent.add_remote_candidate(None)
+    return a, b
+
+
+async def test_connect_returns_once_ice_completes_not_at_the_next_tick(
+    loopback_ice: RTCConfiguration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aioice alone returns from connect() only at the pacing tick after completion (up to
+    20 ms later, and DTLS waits for it): no tick may fall between completion and return."""
+    events: list[tuple[str, Connection]] = []
+    tick = Connection._check_periodic
+    complete = Connection._check_list_maybe_complete
+
+    def recorded_tick(self: Connection) -> bool:
+        events.append(("tick", self))
+        return tick(self)
+
+    def recorded_complete(self: Connection) -> bool:
+        done = complete(self)
+        if done and ("completed", self) not in events:
+            events.append(("completed", self))
+        return done
+
+    monkeypatch.setattr(Connection, "_check_periodic", recorded_tick)
+    monkeypatch.setattr(Connection, "_check_list_maybe_complete", recorded_complete)
+    a, b = await _paired_agents()
+    try:
+
+        async def connect(agent: Connection) -> None:
+            await agent.connect()
+            events.append(("returned", agent))
+
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.gather(connect(a), connect(b))
+        for agent in (a, b):
+            mine = [kind for kind, who in events if who is agent]
+            completed = mine.index("completed")
+            assert mine[completed:] == ["completed", "returned"], mine
+            # Then what aioice's connect() does after its wait: checks stopped, consent begun.
+            assert agent._query_consent_task is not None
+            assert not agent._query_consent_task.done()
+            assert all(p.task is None or p.task.done() for p in agent._check_list)
+            assert agent._nominated
+        await a.send(b"over the nominated pair")
+        async with asyncio.timeout(TIMEOUT):
+            assert await b.recv() == b"over the nominated pair"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_close_while_connecting_still_fails_connect(
+    loopback_ice: RTCConfiguration,
+) -> None:
+    """A peer that never answers: the checks run until close(), which fails connect() (through
+    aioice's own connect(), as before) and leaves no consent checks behind."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    agent = Connection(ice_controlling=True)
+    try:
+        await agent.gather_candidates()
+        agent.remote_username, agent.remote_password = "silent", "s" * 22
+        await agent.add_remote_candidate(
+            _candidate(silent.getsockname(), candidate_priority(1, "host"), "silent")
+        )
+        await agent.add_remote_candidate(None)
+        connecting = asyncio.create_task(agent.connect())
+        await asyncio.sleep(0.05)  # a few checks sent, none answered
+        assert not connecting.done()
+        await agent.close()
+        async with asyncio.timeout(TIMEOUT):
+            with pytest.raises(ConnectionError):
+                await connecting
+        assert agent._query_consent_task is None
+    finally:
+        await agent.close()
+        silent.close()

@@ -27,6 +27,11 @@
   side's ICE started): :func:`_check_trickled_pairs_at_once`, installed the same way, starts
   the best pair's check once a batch is in, when no check is under way (the tick would have
   had none to pace).
+- aioice's ``connect()`` paces the checks by sleeping 20 ms between ticks, and sees the check
+  list complete only when it next wakes: ICE reads "completed", and DTLS starts, up to 20 ms
+  after the nominated pair succeeded (on loopback, most of a connection's setup time).
+  :func:`_return_from_connect_once_completed`, installed the same way, makes ``connect()``
+  return as soon as ICE completes (two aiortc peers on loopback: ~30 → ~9 ms).
 - A closing connection stops the tracks it sends, so the application's track could not go on
   over the new connection of an ICE restart: each connection sends a :class:`TrackFeed` of it.
 """
@@ -198,6 +203,53 @@ def _check_trickled_pairs_at_once() -> None:
     aioice.ice.Connection._add_remote_candidate = add_remote_candidate  # type: ignore[method-assign]
 
 
+def _return_from_connect_once_completed() -> None:
+    """Run aioice's ``connect()`` and return as soon as every component has a nominated pair,
+    doing then what it would do after its next tick: cancel the checks still under way and
+    start the consent checks (RFC 7675). A failure or a close still ends through aioice's own
+    ``connect()``, which raises once it wakes."""
+    original_connect = aioice.ice.Connection.connect
+    if getattr(original_connect, "_pulsebeam", False):
+        return
+    original_maybe_complete = aioice.ice.Connection._check_list_maybe_complete
+    completions: weakref.WeakKeyDictionary[aioice.ice.Connection, asyncio.Future[None]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def check_list_maybe_complete(self: aioice.ice.Connection) -> bool:
+        complete: bool = original_maybe_complete(self)
+        completion = completions.get(self)
+        if complete and completion is not None and not completion.done():
+            completion.set_result(None)
+        return complete
+
+    async def connect(self: aioice.ice.Connection) -> None:
+        completion = asyncio.get_running_loop().create_future()
+        completions[self] = completion
+        checks = asyncio.ensure_future(original_connect(self))
+        try:
+            await asyncio.wait((checks, completion), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            checks.cancel()
+            raise
+        finally:
+            completions.pop(self, None)
+        if checks.done():
+            checks.result()  # its outcome, a ConnectionError included
+            return
+        # Completed while aioice's connect() sleeps until its next tick (it has not reached
+        # the steps below: they follow its wait for the outcome with no await in between).
+        checks.cancel()
+        for pair in self._check_list:
+            if pair.task is not None:
+                pair.task.cancel()
+        self._query_consent_task = asyncio.create_task(self.query_consent())
+
+    connect._pulsebeam = True  # type: ignore[attr-defined]
+    aioice.ice.Connection.connect = connect  # type: ignore[method-assign]
+    aioice.ice.Connection._check_list_maybe_complete = check_list_maybe_complete  # type: ignore[method-assign]
+
+
 def _under_way(pair: CandidatePair) -> bool:
     state = pair.state
     waiting_to_run = state is CandidatePair.State.WAITING and pair.task is not None
@@ -206,3 +258,4 @@ def _under_way(pair: CandidatePair) -> bool:
 
 _retrigger_in_progress_checks()
 _check_trickled_pairs_at_once()
+_return_from_connect_once_completed()
