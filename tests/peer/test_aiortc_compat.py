@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
+import aioice.stun
 import pytest
 from aioice import Candidate
 from aioice.candidate import candidate_priority
@@ -208,3 +210,90 @@ async def test_a_close_while_connecting_still_fails_connect(
     finally:
         await agent.close()
         silent.close()
+
+
+async def test_a_close_as_ice_completes_fails_connect(
+    loopback_ice: RTCConfiguration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() begun in the very callback that completes ICE, before connect() has returned:
+    connect() fails, as it does for any close while connecting, and starts no consent checks
+    on the closed connection (they would run for as long as the process)."""
+    a, b = await _paired_agents()
+    closing: list[asyncio.Future[None]] = []
+    complete = Connection._check_list_maybe_complete
+
+    def close_on_completion(self: Connection) -> bool:
+        done = complete(self)
+        if done and self is a and not closing:
+            closing.append(asyncio.ensure_future(a.close()))
+        return done
+
+    monkeypatch.setattr(Connection, "_check_list_maybe_complete", close_on_completion)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            outcome, _ = await asyncio.gather(a.connect(), b.connect(), return_exceptions=True)
+            await closing[0]
+        assert isinstance(outcome, ConnectionError)
+        assert a._query_consent_task is None
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_check_list_that_failed_stays_failed(
+    loopback_ice: RTCConfiguration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only check fails while remote candidates may still come; end-of-candidates then
+    fails the check list. A late check from the other side nominates the pair before
+    connect() wakes: connect() still fails, as aioice's does (the session's ICE restart takes
+    over), and does not report a connection whose check list has failed."""
+    monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)
+    monkeypatch.setattr(aioice.stun, "RETRY_RTO", 0.05)
+    a, b = Connection(ice_controlling=True), Connection(ice_controlling=False)
+    answering = False
+    answer = b.request_received
+
+    def answer_once_open(*args: Any) -> None:
+        if answering:
+            answer(*args)
+
+    monkeypatch.setattr(b, "request_received", answer_once_open)
+    b_connecting: list[asyncio.Task[None]] = []
+    a_checks_failed = asyncio.Event()
+    fail = Connection._check_list_maybe_fail
+
+    def b_checks_once_a_failed(self: Connection) -> None:
+        nonlocal answering
+        if self is a and all(p.state is CandidatePair.State.FAILED for p in a._check_list):
+            a_checks_failed.set()  # still running: more remote candidates may come
+        done_before = self._check_list_done
+        fail(self)
+        if self is a and not done_before and self._check_list_done:
+            answering = True
+            b_connecting.append(asyncio.create_task(b.connect()))
+
+    monkeypatch.setattr(Connection, "_check_list_maybe_fail", b_checks_once_a_failed)
+    try:
+        await a.gather_candidates()
+        await b.gather_candidates()
+        for agent, other in ((a, b), (b, a)):
+            agent.remote_username = other.local_username
+            agent.remote_password = other.local_password
+            for candidate in other.local_candidates:
+                await agent.add_remote_candidate(candidate)
+        await b.add_remote_candidate(None)  # a's end-of-candidates comes later
+        a_connecting = asyncio.create_task(a.connect())
+        async with asyncio.timeout(TIMEOUT):
+            await a_checks_failed.wait()
+            await a.add_remote_candidate(None)
+            with pytest.raises(ConnectionError):
+                await a_connecting
+            await asyncio.wait(b_connecting)
+        assert a._nominated  # the late check did nominate the pair
+        assert a._query_consent_task is None
+    finally:
+        await a.close()
+        await b.close()
+        for task in b_connecting:
+            task.cancel()
+        await asyncio.gather(*b_connecting, return_exceptions=True)

@@ -204,10 +204,12 @@ def _check_trickled_pairs_at_once() -> None:
 
 
 def _return_from_connect_once_completed() -> None:
-    """Run aioice's ``connect()`` and return as soon as every component has a nominated pair,
-    doing then what it would do after its next tick: cancel the checks still under way and
-    start the consent checks (RFC 7675). A failure or a close still ends through aioice's own
-    ``connect()``, which raises once it wakes."""
+    """Run aioice's ``connect()`` and return as soon as it queues "completed" for itself (every
+    component has a nominated pair, the check list not already failed or closed), doing then
+    what it would do after its next tick: cancel the checks still under way and start the
+    consent checks (RFC 7675). A failure still ends through aioice's own ``connect()``, which
+    raises once it wakes; so does a close before completion, and a close begun after it but
+    before this wakes fails it too (rather than start consent checks on a closed connection)."""
     original_connect = aioice.ice.Connection.connect
     if getattr(original_connect, "_pulsebeam", False):
         return
@@ -217,9 +219,10 @@ def _return_from_connect_once_completed() -> None:
     )
 
     def check_list_maybe_complete(self: aioice.ice.Connection) -> bool:
+        done_before = self._check_list_done  # a failure or a close queued before stands
         complete: bool = original_maybe_complete(self)
         completion = completions.get(self)
-        if complete and completion is not None and not completion.done():
+        if complete and not done_before and completion is not None and not completion.done():
             completion.set_result(None)
         return complete
 
@@ -243,6 +246,8 @@ def _return_from_connect_once_completed() -> None:
         for pair in self._check_list:
             if pair.task is not None:
                 pair.task.cancel()
+        if self._closing:
+            raise ConnectionError("ICE closed while connecting")
         self._query_consent_task = asyncio.create_task(self.query_consent())
 
     connect._pulsebeam = True  # type: ignore[attr-defined]
