@@ -88,6 +88,13 @@ def slow_stun(stun_server: StunResponder, delay: float = 0.3) -> RTCConfiguratio
     return RTCConfiguration([RTCIceServer(stun_server.url)])
 
 
+async def connected(*sessions: Session) -> None:
+    """Wait (bounded) until every one of ``sessions`` is connected."""
+    async with asyncio.timeout(TIMEOUT):
+        for session in sessions:
+            await session.wait_connected()
+
+
 async def close_all(*sessions: Session) -> None:
     for session in sessions:
         await session.close()
@@ -127,9 +134,7 @@ async def test_an_offer_made_while_gathering_goes_at_once_and_its_candidates_fol
     # The STUN server answers after 0.3 s, so bob's gathering is still on when he offers.
     a, b, wire_a, wire_b = pair(slow_stun(stun_server))
     try:
-        async with asyncio.timeout(TIMEOUT):
-            await a.wait_connected()
-            await b.wait_connected()
+        await connected(a, b)
         offer, batch = (m.payload.signal for m in wire_b.sent[:2])
         assert offer.sdp.kind == SDP_KIND_OFFER
         assert "a=candidate:" not in offer.sdp.sdp
@@ -155,9 +160,7 @@ async def test_an_answer_to_an_offer_with_candidates_goes_while_gathering(
     # Bob offers from a gathered connection; Alice's STUN server answers after 0.3 s.
     a, b, wire_a, _ = pair(slow_stun(stun_server), bobs=await gathered(loopback_ice))
     try:
-        async with asyncio.timeout(TIMEOUT):
-            await a.wait_connected()
-            await b.wait_connected()
+        await connected(a, b)
         assert a.path == "direct"
         (answer, answered_at), (batch, batch_at) = [
             (m.payload.signal, at)
@@ -201,9 +204,7 @@ async def test_an_offer_made_after_gathering_carries_its_candidates(
 async def test_duplicated_messages_are_dropped(loopback_ice: RTCConfiguration) -> None:
     a, b, _, _ = pair(loopback_ice, copies=2)
     try:
-        async with asyncio.timeout(TIMEOUT):
-            await a.wait_connected()
-            await b.wait_connected()
+        await connected(a, b)
     finally:
         await close_all(a, b)
 
@@ -344,9 +345,7 @@ async def test_a_description_whose_bundle_leads_with_media_is_followed_by_its_ca
     a, b, wire_a, wire_b = pair(loopback_ice)
     try:
         b.add_track(VideoStreamTrack())
-        async with asyncio.timeout(TIMEOUT):
-            await a.wait_connected()
-            await b.wait_connected()
+        await connected(a, b)
         for wire, other in ((wire_a, b), (wire_b, a)):
             signals = [m.payload.signal for m in wire.sent if m.payload.HasField("signal")]
             first, second = signals[:2]
